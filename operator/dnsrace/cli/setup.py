@@ -1,0 +1,24 @@
+"""``dnsrace setup``: build the pinned binaries into the cache, or report that they are there."""
+
+from __future__ import annotations
+
+import time
+
+from dnsrace import settings as settings_mod
+from dnsrace.cli import console
+from dnsrace.localplane import binaries
+
+
+def setup() -> None:
+    """Build (or reuse) kube-apiserver, kube-controller-manager, kubectl, etcd and CoreDNS,
+    pinned by version, in the cache folder ($DNSRACE_CACHE_DIR, else $XDG_CACHE_HOME/dnsrace)."""
+    cfg = settings_mod.Settings.from_env()
+    started = time.monotonic()
+    console.progress(f"binaries cache: {cfg.paths.cache_dir}")
+    try:
+        found = binaries.ensure_all(cfg, console.progress)
+    except binaries.SetupError as exc:
+        console.fail(str(exc))
+    for name, path in sorted(found.paths.items()):
+        console.progress(f"  {name:24} {path}")
+    console.progress(f"setup done in {time.monotonic() - started:.1f}s")

@@ -1,0 +1,1 @@
+"""The lab's running parts: planner, enactors, faults, prober, scenarios, one module each."""

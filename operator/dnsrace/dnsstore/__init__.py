@@ -1,0 +1,1 @@
+"""The DNS data store CoreDNS serves from: an etcd implementation of ``core.stores.RecordStore``."""

@@ -1,0 +1,104 @@
+"""``RecordStore`` on the DNS etcd that CoreDNS's etcd plugin reads.
+
+Used by the enactors (writes), the repair command and the tests. Reads take the records and the
+marker in one transaction, so they come from one revision; ``apply`` turns a ``Change`` into one
+etcd transaction whose compares carry the change-batch checks (each deleted record must hold the
+expected value) and, with fencing, the marker's modification revision.
+
+The client is aetcd (asyncio over etcd's gRPC API, with transactions); see docs/dependencies.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aetcd
+
+from dnsrace.core import records, stores
+
+
+def _range_end(prefix: bytes) -> bytes:
+    """etcd's prefix range end: the prefix with its last byte incremented."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+class EtcdRecordStore(stores.RecordStore):
+    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
+        self.client = aetcd.Client(host=host, port=port, timeout=timeout)
+
+    @classmethod
+    def from_endpoint(cls, endpoint: str, timeout: float = 5.0) -> EtcdRecordStore:
+        host, port = endpoint.removeprefix("http://").rsplit(":", 1)
+        return cls(host, int(port), timeout)
+
+    async def read(self, name: str) -> stores.EndpointState:
+        prefix = records.record_prefix(name).encode()
+        akey = records.active_key(name).encode()
+        tx = self.client.transactions
+        _, responses = await self.client.transaction(
+            compare=[],
+            success=[tx.get(prefix, _range_end(prefix)), tx.get(akey)],
+        )
+        recs = {
+            kv.key.decode()[len(prefix):]: records.Record.decode(value)
+            for value, kv in responses[0]
+        }
+        marker_rows: list[Any] = responses[1]
+        marker = stores.ActiveMarker.decode(marker_rows[0][0]) if marker_rows else None
+        revision = marker_rows[0][1].mod_revision if marker_rows else 0
+        return stores.EndpointState(
+            name=name, records=recs, marker=marker, marker_revision=revision
+        )
+
+    async def apply(self, change: stores.Change) -> None:
+        tx = self.client.transactions
+        akey = records.active_key(change.name).encode()
+        compare = []
+        if change.fence_revision is not None:
+            compare.append(tx.mod(akey) == change.fence_revision)
+        ops = []
+        if change.delete_all:
+            prefix = records.record_prefix(change.name).encode()
+            ops.append(tx.delete(prefix, _range_end(prefix)))
+        else:
+            for leaf, rec in change.delete.items():
+                key = records.record_key(change.name, leaf).encode()
+                compare.append(tx.value(key) == rec.encode())
+        for leaf in change.delete:
+            ops.append(tx.delete(records.record_key(change.name, leaf).encode()))
+        for leaf, rec in change.put.items():
+            ops.append(tx.put(records.record_key(change.name, leaf).encode(), rec.encode()))
+        if change.marker is not None:
+            ops.append(tx.put(akey, change.marker.encode()))
+        succeeded, _ = await self.client.transaction(compare=compare, success=ops, failure=[])
+        if not succeeded:
+            raise stores.ChangeRejected(
+                f"{change.name}: the endpoint no longer holds what the change expected "
+                f"({len(change.delete)} records to delete"
+                + (f", marker revision {change.fence_revision}" if change.fence_revision else "")
+                + ")"
+            )
+
+    async def markers(self) -> dict[str, tuple[stores.ActiveMarker, int]]:
+        prefix = (records.ACTIVE_PREFIX + "/").encode()
+        result = await self.client.get_prefix(prefix)
+        return {
+            kv.key.decode()[len(prefix):]: (stores.ActiveMarker.decode(kv.value), kv.mod_revision)
+            for kv in result
+        }
+
+    async def put_raw(self, key: str, value: bytes) -> None:
+        """Write one key as is (tests and repair tooling)."""
+        await self.client.put(key.encode(), value)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under ``prefix``; returns how many were deleted."""
+        raw = prefix.encode()
+        tx = self.client.transactions
+        _, responses = await self.client.transaction(
+            compare=[], success=[tx.delete(raw, _range_end(raw))]
+        )
+        return int(responses[0].response_delete_range.deleted)
+
+    async def close(self) -> None:
+        await self.client.close()

@@ -1,0 +1,1 @@
+"""The local control plane: pinned binaries, certificates, and the processes that run them."""

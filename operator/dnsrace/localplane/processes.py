@@ -1,0 +1,132 @@
+"""Start, find and stop the local plane's detached processes, by pid file.
+
+``dnsrace local up`` returns while the processes keep running, and ``dnsrace local down`` is a
+later, separate invocation; so each process is started in its own session with its output in a
+log file, and its pid, executable and start time are written to ``<state>/pids/<name>.json``.
+Stopping checks that the pid still belongs to that executable before signalling it, so a
+recycled pid is never killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Managed:
+    """What the pid file says about one process."""
+
+    name: str
+    pid: int
+    executable: str
+    log: str
+
+    def alive(self) -> bool:
+        """True while the pid exists, is not a zombie, and runs the recorded executable."""
+        try:
+            exe = os.readlink(f"/proc/{self.pid}/exe")
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return False
+        state = stat.rsplit(")", 1)[1].split()[0]
+        return state != "Z" and exe.removesuffix(" (deleted)") == self.executable
+
+
+class Processes:
+    """The set of processes one local plane started, kept under ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.pid_dir = directory / "pids"
+        self.log_dir = directory / "logs"
+
+    def _pid_file(self, name: str) -> Path:
+        return self.pid_dir / f"{name}.json"
+
+    def get(self, name: str) -> Managed | None:
+        path = self._pid_file(name)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return Managed(**data)
+
+    def all(self) -> list[Managed]:
+        if not self.pid_dir.is_dir():
+            return []
+        found = (self.get(p.stem) for p in sorted(self.pid_dir.glob("*.json")))
+        return [m for m in found if m is not None]
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Managed:
+        """Start ``argv`` detached; a still-running process of that name is kept as it is."""
+        current = self.get(name)
+        if current is not None and current.alive():
+            return current
+        self.pid_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path(name)
+        with open(log, "ab") as out:
+            out.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,  # survives the CLI and is not hit by its Ctrl-C
+            )
+        managed = Managed(
+            name=name, pid=proc.pid, executable=os.path.realpath(argv[0]), log=str(log)
+        )
+        self._pid_file(name).write_text(json.dumps(dataclasses.asdict(managed)))
+        return managed
+
+    def signal(self, name: str, signum: signal.Signals) -> bool:
+        """Send ``signum`` to the named process if it is ours and alive."""
+        managed = self.get(name)
+        if managed is None or not managed.alive():
+            return False
+        os.kill(managed.pid, signum)
+        return True
+
+    def stop(self, name: str, timeout: float = 15.0) -> bool:
+        """Stop the named process (SIGTERM, then SIGKILL); True if it was running."""
+        managed = self.get(name)
+        if managed is None:
+            return False
+        was_running = managed.alive()
+        if was_running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(managed.pid, signal.SIGCONT)  # a paused process cannot act on SIGTERM
+                os.kill(managed.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while managed.alive() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if managed.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(managed.pid, signal.SIGKILL)
+                while managed.alive():
+                    time.sleep(0.05)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(managed.pid, os.WNOHANG)  # reap it when this process started it
+        self._pid_file(name).unlink(missing_ok=True)
+        return was_running
