@@ -158,7 +158,8 @@ async def test_spec_is_immutable(api: client.ApiClient) -> None:
     patch = {"spec": {"serial": 8}}
     with pytest.raises(client.ApiException) as err:
         await client.CustomObjectsApi(api).patch_namespaced_custom_object(
-            plans.GROUP, plans.VERSION, NS, plans.PLURAL, name, patch
+            plans.GROUP, plans.VERSION, NS, plans.PLURAL, name, patch,
+            _content_type="application/merge-patch+json",
         )
     assert err.value.status == 422
     text = json.loads(err.value.body)["message"]

@@ -38,6 +38,7 @@ class EtcdRecordStore(stores.RecordStore):
         _, responses = await self.client.transaction(
             compare=[],
             success=[tx.get(prefix, _range_end(prefix)), tx.get(akey)],
+            failure=[],
         )
         recs = {
             kv.key.decode()[len(prefix):]: records.Record.decode(value)
@@ -56,18 +57,23 @@ class EtcdRecordStore(stores.RecordStore):
         compare = []
         if change.fence_revision is not None:
             compare.append(tx.mod(akey) == change.fence_revision)
-        ops = []
+        put_keys = {records.record_key(change.name, leaf).encode(): rec
+                    for leaf, rec in change.put.items()}
+        delete_keys: set[bytes] = set()
         if change.delete_all:
+            # etcd refuses a range delete that overlaps a put in one txn, so delete the keys
+            # one by one, and refuse the change if any key under the name moved since the read.
             prefix = records.record_prefix(change.name).encode()
-            ops.append(tx.delete(prefix, _range_end(prefix)))
+            current = await self.client.get_prefix(prefix, keys_only=True)
+            delete_keys = {kv.key for kv in current}
+            compare.append(tx.mod(prefix, _range_end(prefix)) < current.header.revision + 1)
         else:
             for leaf, rec in change.delete.items():
                 key = records.record_key(change.name, leaf).encode()
                 compare.append(tx.value(key) == rec.encode())
-        for leaf in change.delete:
-            ops.append(tx.delete(records.record_key(change.name, leaf).encode()))
-        for leaf, rec in change.put.items():
-            ops.append(tx.put(records.record_key(change.name, leaf).encode(), rec.encode()))
+                delete_keys.add(key)
+        ops = [tx.delete(key) for key in sorted(delete_keys - put_keys.keys())]
+        ops += [tx.put(key, rec.encode()) for key, rec in put_keys.items()]
         if change.marker is not None:
             ops.append(tx.put(akey, change.marker.encode()))
         succeeded, _ = await self.client.transaction(compare=compare, success=ops, failure=[])
@@ -96,7 +102,7 @@ class EtcdRecordStore(stores.RecordStore):
         raw = prefix.encode()
         tx = self.client.transactions
         _, responses = await self.client.transaction(
-            compare=[], success=[tx.delete(raw, _range_end(raw))]
+            compare=[], success=[tx.delete(raw, _range_end(raw))], failure=[]
         )
         return int(responses[0].response_delete_range.deleted)
 

@@ -144,7 +144,12 @@ class LocalPlane:
         path /skydns
         endpoint {self.dns_etcd_url}
     }}
-    cache {dns.cache_ttl}
+    # Answers are cached for their own TTL, at most cache_ttl, at least 1 s (the plugin's
+    # default floor is 5 s, which would hide short lab TTLs); negatives likewise.
+    cache {dns.cache_ttl} {{
+        success 9984 {dns.cache_ttl} 1
+        denial 9984 {dns.cache_ttl} 1
+    }}
     prometheus {lp.host}:{lp.coredns_metrics_port}
     ready {lp.host}:{lp.coredns_ready_port}
 }}
