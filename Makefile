@@ -64,3 +64,58 @@ bench: setup ## Benchmarks; results go to docs/benchmarks.md
 
 clean: local-down ## Remove the run state (.run) and .venv; the binaries cache is kept
 	rm -rf .run $(VENV)
+
+# ==== kind path and packaging (issue 4): image, manifests, chart, kind cluster, chaos ==========
+# Tools come from `make setup-tools` (built from their Go modules into the binaries cache) unless
+# given on the command line, e.g. `make kind-up HELM=/usr/local/bin/helm`. See docs/kind.md.
+TOOLS := $(VENV)/bin/python -m dnsrace.localplane.tools
+tool = $(or $(shell command -v $(1) 2>/dev/null),$(shell $(TOOLS) --path $(1) 2>/dev/null))
+KIND ?= $(call tool,kind)
+HELM ?= $(call tool,helm)
+DOCKER ?= docker
+# The pinned kubectl first: a PATH one may be outside the supported version skew.
+KUBECTL ?= $(or $(firstword $(wildcard $(DNSRACE_CACHE_DIR)/bin/kubernetes-*/kubectl)),$(shell command -v kubectl 2>/dev/null),kubectl)
+KIND_KUBECONFIG := .run/kind/kubeconfig
+NAMESPACE ?= dnsrace
+RELEASE ?= dnsrace
+IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
+IMAGE ?= dnsrace:$(IMAGE_TAG)
+# Chaos goes to the cluster the suite would use: DNSRACE_KUBECONFIG, else kind's, else local.
+CHAOS_KUBECONFIG ?= $(or $(DNSRACE_KUBECONFIG),$(wildcard $(KIND_KUBECONFIG)),.run/local/kubeconfig)
+TARGET ?= enactor-a
+DELAY ?= 2
+STEP ?= endpoint-write
+DURATION ?= 30
+
+.PHONY: setup-tools manifests kind-up kind-down kind-port-forward chaos-delay chaos-pause
+
+setup-tools: setup-python ## Build or reuse helm, kind, kubeconform, actionlint; install hadolint
+	@$(TOOLS)
+
+manifests: setup-python ## Render manifests/base and copy the CRDs into the chart, from the chart
+	@$(VENV)/bin/python -m dnsrace.localplane.packaging
+
+kind-up: setup-python ## kind cluster + image + Helm release + stub domain (needs Docker)
+	@KIND="$(KIND)" HELM="$(HELM)" KUBECTL="$(KUBECTL)" DOCKER="$(DOCKER)" IMAGE="$(IMAGE)" \
+	  KCFG="$(KIND_KUBECONFIG)" NS="$(NAMESPACE)" RELEASE="$(RELEASE)" kind/up.sh
+
+kind-down: ## Delete the kind cluster kind-up created
+	@if [ -x "$(KIND)" ]; then "$(KIND)" delete cluster --name dnsrace; \
+	 else echo "kind-down: no kind binary (run make setup-tools)"; exit 1; fi
+	@rm -rf .run/kind
+
+kind-port-forward: ## Forward 127.0.0.1:32379 to the DNS etcd in kind (foreground; Ctrl-C stops)
+	$(KUBECTL) --kubeconfig $(KIND_KUBECONFIG) -n $(NAMESPACE) port-forward svc/dns-etcd 32379:2379
+
+chaos-delay: ## Fault: delay TARGET's STEP by DELAY s (make chaos-delay TARGET=enactor-a DELAY=2)
+	@printf '%s\n' 'apiVersion: dnsrace.io/v1alpha1' 'kind: Fault' 'metadata:' \
+	  '  generateName: chaos-$(TARGET)-delay-' 'spec:' '  target: $(TARGET)' '  action: delay' \
+	  '  step: $(STEP)' '  delaySeconds: $(DELAY)' \
+	  | $(KUBECTL) --kubeconfig $(CHAOS_KUBECONFIG) -n $(NAMESPACE) create -f -
+
+chaos-pause: ## Fault: SIGSTOP TARGET for DURATION s, then SIGCONT (make chaos-pause TARGET=enactor-a)
+	@printf '%s\n' 'apiVersion: dnsrace.io/v1alpha1' 'kind: Fault' 'metadata:' \
+	  '  generateName: chaos-$(TARGET)-pause-' 'spec:' '  target: $(TARGET)' '  action: pause' \
+	  '  durationSeconds: $(DURATION)' \
+	  | $(KUBECTL) --kubeconfig $(CHAOS_KUBECONFIG) -n $(NAMESPACE) create -f -
+# ==== end of the kind path block ================================================================

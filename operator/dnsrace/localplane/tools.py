@@ -166,9 +166,25 @@ def ensure_tools(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dnsrace.localplane.tools [NAME ...]``: what ``make setup-tools`` runs."""
+    """``python -m dnsrace.localplane.tools [NAME ...]``: what ``make setup-tools`` runs.
+
+    ``--path NAME`` builds or reuses only NAME's build and prints just its binary's path, for
+    the Makefile and scripts to call it by (``$(shell ... --path helm)``).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     cfg = settings_mod.Settings.from_env()
+    if args[:1] == ["--path"] and len(args) == 2:
+        known = [b.name for b in tool_builds()] + [hadolint_build().name]
+        if args[1] not in known:
+            print(f"error: unknown tool {args[1]!r}; known: {', '.join(known)}", file=sys.stderr)
+            return 2
+        try:
+            found = ensure_tools(cfg, lambda line: print(line, file=sys.stderr), only=args[1:])
+            print(found[args[1]])
+        except (SetupError, KeyError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
     started = time.monotonic()
     print(f"tools cache: {cfg.paths.cache_dir}", flush=True)
     try:
