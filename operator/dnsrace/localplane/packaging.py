@@ -96,6 +96,27 @@ def sync(layout: Layout, helm: Path) -> list[Path]:
     return changed
 
 
+def dry_run_server(kubectl: Path, kubeconfig: Path, sources: dict[str, str],
+                   namespace: str) -> list[str]:
+    """Submit each named manifest text to the API server with ``--dry-run=server`` and strict
+    field validation; return one problem per refused source, naming it and quoting the server.
+
+    Keys of ``sources`` are what a problem names (a file path, or "helm template --set x=y").
+    """
+    problems: list[str] = []
+    for name, text in sources.items():
+        out = subprocess.run(
+            [str(kubectl), f"--kubeconfig={kubeconfig}", "apply", "--dry-run=server",
+             "--validate=strict", "--namespace", namespace, "-f", "-"],
+            input=text, capture_output=True, text=True, timeout=120, check=False,
+        )
+        if out.returncode != 0:
+            problems.append(f"{name}: refused by the API server:\n{out.stderr.strip()}")
+        elif "would violate PodSecurity" in out.stderr:
+            problems.append(f"{name}: Pod Security warnings:\n{out.stderr.strip()}")
+    return problems
+
+
 def main() -> int:
     cfg = settings_mod.Settings.from_env()
     helm = tools.ensure_tools(cfg, lambda line: print(line, flush=True), only=["helm"])["helm"]
