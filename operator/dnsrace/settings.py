@@ -143,6 +143,34 @@ class Kube:
     namespace: str = "dnsrace"
     """Namespace of the lab's namespaced objects (Faults, the LB Service, Events)."""
 
+    in_cluster: bool = False
+    """Running in a pod with no kubeconfig given: use the pod's service account."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Lab:
+    """The control loop's knobs: how fast plans come, how much clean-up keeps, safeguards."""
+
+    safeguards: str = "off"
+    """``off``, ``on``, or a comma list (``DNSRACE_SAFEGUARDS``); see ``core.safeguards``."""
+
+    enactors: tuple[str, ...] = ("enactor-a", "enactor-b", "enactor-c")
+
+    planner_interval: float = 0.5
+    """Seconds between plans when nothing changes (``DNSRACE_PLANNER_INTERVAL``)."""
+
+    keep: int = 10
+    """Clean-up deletes plans more than this many serials older than the one just applied."""
+
+    accounts: int = 8
+    """Account-specific endpoints in each plan, besides regional, FIPS and dual-stack."""
+
+    lb_nodes: int = 6
+    """LB node processes in local mode, on 127.0.10.1 and up."""
+
+    http_port: int = 8080
+    """Port of each component's /healthz and /metrics (``DNSRACE_HTTP_PORT``; 0 disables)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -153,10 +181,16 @@ class Settings:
     local: LocalPlane = dataclasses.field(default_factory=LocalPlane)
     dns: Dns = dataclasses.field(default_factory=Dns)
     kube: Kube = dataclasses.field(default_factory=Kube)
+    lab: Lab = dataclasses.field(default_factory=Lab)
 
     @property
     def kubeconfig(self) -> Path:
         return self.kube.kubeconfig or self.paths.kubeconfig
+
+    @property
+    def api_kubeconfig(self) -> Path | None:
+        """The kubeconfig components use; None means the in-cluster service account."""
+        return None if self.kube.in_cluster else self.kubeconfig
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -176,8 +210,16 @@ class Settings:
         kube = Kube(
             kubeconfig=Path(kubeconfig) if kubeconfig else None,
             namespace=env.get("DNSRACE_NAMESPACE") or Kube.namespace,
+            in_cluster=not kubeconfig and "KUBERNETES_SERVICE_HOST" in env,
         )
-        return cls(paths=paths, dns=dns, kube=kube)
+        lab = Lab(
+            safeguards=env.get("DNSRACE_SAFEGUARDS") or Lab.safeguards,
+            planner_interval=float(env.get("DNSRACE_PLANNER_INTERVAL") or Lab.planner_interval),
+            http_port=int(env.get("DNSRACE_HTTP_PORT") or Lab.http_port),
+            keep=int(env.get("DNSRACE_KEEP") or Lab.keep),
+            accounts=int(env.get("DNSRACE_ACCOUNTS") or Lab.accounts),
+        )
+        return cls(paths=paths, dns=dns, kube=kube, lab=lab)
 
     @property
     def external_cluster(self) -> bool:

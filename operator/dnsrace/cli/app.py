@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dnsrace.cli import demo, local, setup
+from dnsrace.cli import components, demo, local, scenario, setup
 
 app = typer.Typer(
     help="dnsrace: reproduce the DynamoDB DNS Planner/Enactor race on a real Kubernetes API "
@@ -15,6 +15,12 @@ app = typer.Typer(
 app.command("setup")(setup.setup)
 app.add_typer(local.app, name="local")
 app.command("demo")(demo.demo)
+app.command("planner")(components.planner_cmd)
+app.command("enactor")(components.enactor_cmd)
+app.command("prober")(components.prober_cmd)
+app.command("lbnode")(components.lbnode_cmd)
+app.command("repair")(components.repair_cmd)
+app.add_typer(scenario.app, name="scenario")
 
 
 def main() -> None:

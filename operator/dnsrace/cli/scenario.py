@@ -1,0 +1,86 @@
+"""``dnsrace scenario run race``: run the race on the current cluster and print the verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dnsrace import settings as settings_mod
+from dnsrace.cli import console
+from dnsrace.components import scenario
+from dnsrace.core.safeguards import Safeguards
+
+app = typer.Typer(help="Scenarios: start the lab, inject faults, observe, judge.",
+                  no_args_is_help=True)
+
+
+def print_verdict(v: scenario.Verdict) -> None:
+    f = v.figures
+    colour = "green" if v.passed else "red"
+    console.console.print(
+        f"\n[bold]race, safeguards {v.safeguards}[/bold]: "
+        f"[{colour}]{'as expected' if v.passed else 'NOT as expected'}[/{colour}] "
+        f"({v.expected})")
+    rows = [
+        ["time to first empty answer (s)", str(f.get("time_to_first_empty", "-"))],
+        ["longest empty window (s)", str(f.get("longest_empty_window"))],
+        ["empty answers / answers", f"{f.get('empty_answers')} / {f.get('answers')}"],
+        ["endpoints with empty answers", ", ".join(f.get("endpoints_empty", [])) or "none"],
+        ["stale regressions", str(f.get("stale_regressions"))],
+        ["plans created under the faults", str(f.get("plans_during_faults"))],
+        ["independent query of regional", json.dumps(f.get("direct_query_regional"))],
+        ["endpoints on deleted plans", ", ".join(f.get("endpoints_on_deleted_plans", []))
+         or "none"],
+        ["blocked (Warning events)", f"{f.get('blocked')} ({f.get('blocked_warnings')})"],
+        ["converged on newest plan", str(f.get("converged"))],
+        ["repair: endpoints changed, restored in (s)",
+         f"{f.get('repair_changed', '-')}, {f.get('time_to_restore', '-')}"],
+    ]
+    console.table(f"figures ({v.run_dir})", ["figure", "value"], rows)
+    for reason in v.reasons:
+        console.console.print(f"[red]- {reason}[/red]")
+
+
+def run_race(safeguards: str, repeat: int, runs_dir: Path,
+             stall: float | None = None) -> list[scenario.Verdict]:
+    cfg = settings_mod.Settings.from_env()
+    verdicts = []
+    for i in range(repeat):
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        label = safeguards.replace(",", "+")
+        run_dir = runs_dir / f"{stamp}-race-{label}-{i + 1}"
+        params = scenario.RaceParams(safeguards=Safeguards.parse(safeguards), stall=stall)
+        console.progress(f"run {i + 1}/{repeat}: race with safeguards {safeguards} -> {run_dir}")
+        verdict = asyncio.run(scenario.run_race(cfg, params, run_dir, console.progress))
+        print_verdict(verdict)
+        verdicts.append(verdict)
+    return verdicts
+
+
+@app.command("run")
+def run(
+    name: Annotated[str, typer.Argument(help="Scenario name (race)")],
+    safeguards: Annotated[str, typer.Option(
+        help="off, on, or a comma list of fencing, protect-active, no-empty, self-heal")] = "off",
+    repeat: Annotated[int, typer.Option(min=1, help="Runs in a row")] = 1,
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders go")] = Path("runs"),
+    stall: Annotated[float | None, typer.Option(
+        help="enactor-a's stall on the regional endpoint, seconds (default: derived)")] = None,
+) -> None:
+    """Run a scenario; exit 1 when what was observed contradicts the expectation."""
+    if name != "race":
+        console.fail(f"unknown scenario {name!r}: available: race", code=2)
+    try:
+        Safeguards.parse(safeguards)
+    except ValueError as exc:
+        console.fail(str(exc), code=2)
+    verdicts = run_race(safeguards, repeat, runs_dir, stall)
+    passed = sum(v.passed for v in verdicts)
+    console.console.print(f"\n{passed}/{len(verdicts)} runs as expected")
+    if passed != len(verdicts):
+        raise typer.Exit(1)

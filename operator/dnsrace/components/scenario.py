@@ -1,0 +1,428 @@
+"""The race scenario: start the lab, inject the faults, observe, judge, repair, keep the evidence.
+
+Called by ``dnsrace scenario run race`` and by the e2e tests. It only starts components, injects
+Faults and observes; the empty record, the blocked enactors and the stale answers come from the
+components' own logic. The faults are those of the incident: every enactor's endpoint writes are
+a little slow (as Route 53 changes are), and enactor-a stalls on the regional endpoint long enough
+for its plan to become one that clean-up deletes, while the planner keeps producing plans.
+
+Local mode: components run as processes of this machine (``python -m dnsrace ...``) against the
+local control plane, with logs and pid files in the run folder. The run folder's format is in
+docs/run-format.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.rcode
+import dns.rdatatype
+from kubernetes_asyncio import client
+
+from dnsrace import settings as settings_mod
+from dnsrace.components import lbnode, repairing
+from dnsrace.core import observations, planning, plans, records
+from dnsrace.core.safeguards import Safeguards
+from dnsrace.dnsstore import etcd as etcd_store
+from dnsrace.kube import client as kube_client
+from dnsrace.localplane import processes
+
+Report = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class RaceParams:
+    safeguards: Safeguards
+    planner_interval: float = 0.25
+    keep: int = 6
+    accounts: int = 8
+    write_delay: float = 0.03
+    """Every enactor's per-endpoint write latency (a Fault on each)."""
+    stall: float | None = None
+    """enactor-a's extra delay on the regional endpoint; None: keep x interval + one walk."""
+    observe: float = 60.0
+    """Seconds after the faults within which the empty record must show (safeguards off)."""
+    hold: float = 10.0
+    """Seconds the record must stay empty while the planner keeps producing plans."""
+    window: float = 40.0
+    """Seconds observed under the faults with safeguards on."""
+    settle: float = 30.0
+    """Seconds allowed for convergence once the faults are removed and the planner stops."""
+    probe_rate: float = 10.0
+
+    def stall_seconds(self, endpoints: int, plan_period: float) -> float:
+        """Long enough that enactor-a's plan is about ``keep`` generations old when it writes
+        the regional endpoint, while the others are mid-walk: the published interleaving."""
+        if self.stall is not None:
+            return self.stall
+        walk = endpoints * (self.write_delay + 0.02)
+        return self.keep * plan_period + walk
+
+    @property
+    def expect_outage(self) -> bool:
+        return not self.safeguards.names()
+
+
+@dataclasses.dataclass
+class Verdict:
+    safeguards: str
+    expected: str
+    passed: bool
+    reasons: list[str]
+    figures: dict[str, Any]
+    run_dir: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+async def dns_query(cfg: settings_mod.Settings, name: str) -> tuple[str, list[str]]:
+    """One independent query through CoreDNS: (rcode or TIMEOUT, addresses)."""
+    msg = dns.message.make_query(name + ".", dns.rdatatype.A)
+    try:
+        ans = await dns.asyncquery.udp(msg, cfg.dns.server_host, port=cfg.dns.server_port,
+                                       timeout=2.0)
+    except dns.exception.Timeout:
+        return "TIMEOUT", []
+    addrs = sorted(rr.to_text() for rrset in ans.answer for rr in rrset
+                   if rrset.rdtype == dns.rdatatype.A)
+    return dns.rcode.to_text(ans.rcode()), addrs
+
+
+class Lab:
+    """The lab's components as local processes, and the API/etcd clients to watch them."""
+
+    def __init__(self, cfg: settings_mod.Settings, params: RaceParams, run_dir: Path,
+                 report: Report) -> None:
+        self.cfg = cfg
+        self.params = params
+        self.run_dir = run_dir
+        self.report = report
+        self.procs = processes.Processes(run_dir)
+        self.endpoints = planning.lab_endpoints(cfg.dns.zone, params.accounts)
+        self.regional = self.endpoints[0]
+        self.ns = cfg.kube.namespace
+        self.api: client.ApiClient
+        self.store: etcd_store.EtcdRecordStore
+        self.timeline: list[dict[str, Any]] = []
+
+    def mark(self, what: str, **extra: Any) -> float:
+        now = time.time()
+        self.timeline.append({"t": now, "event": what, **extra})
+        self.report(what + (f" {extra}" if extra else ""))
+        return now
+
+    async def __aenter__(self) -> Lab:
+        self.api = await kube_client.api_client(self.cfg.api_kubeconfig)
+        self.store = etcd_store.EtcdRecordStore.from_endpoint(self.cfg.dns.etcd_endpoint)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for managed in self.procs.all():
+            self.procs.stop(managed.name, timeout=10)
+        await self.store.close()
+        await self.api.close()
+
+    # -- processes ----------------------------------------------------------------------------
+
+    def _env(self, port: int) -> dict[str, str]:
+        p = self.params
+        return dict(
+            os.environ,
+            DNSRACE_KUBECONFIG=str(self.cfg.kubeconfig),
+            DNSRACE_DNS_SERVER=self.cfg.dns.server,
+            DNSRACE_DNS_ETCD=self.cfg.dns.etcd_endpoint,
+            DNSRACE_NAMESPACE=self.ns,
+            DNSRACE_SAFEGUARDS=str(p.safeguards),
+            DNSRACE_PLANNER_INTERVAL=str(p.planner_interval),
+            DNSRACE_KEEP=str(p.keep),
+            DNSRACE_ACCOUNTS=str(p.accounts),
+            DNSRACE_HTTP_PORT=str(port),
+            PYTHONUNBUFFERED="1",
+        )
+
+    def start(self, name: str, *args: str, port: int) -> None:
+        argv = [sys.executable, "-m", "dnsrace", *args]
+        self.procs.start(name, argv, env=self._env(port), cwd=self.run_dir)
+
+    def stop(self, name: str) -> None:
+        self.procs.stop(name, timeout=10)
+
+    def alive(self, name: str) -> bool:
+        managed = self.procs.get(name)
+        return managed is not None and managed.alive()
+
+    # -- lab state ----------------------------------------------------------------------------
+
+    async def reset(self) -> None:
+        """Remove what earlier runs left: faults, plans (finalizers first), DNS keys, slices."""
+        co = client.CustomObjectsApi(self.api)
+        faults = await co.list_namespaced_custom_object("dnsrace.io", "v1alpha1", self.ns,
+                                                        "faults")
+        for item in faults["items"]:
+            await _ignore_404(co.delete_namespaced_custom_object(
+                "dnsrace.io", "v1alpha1", self.ns, "faults", item["metadata"]["name"]))
+        existing = await co.list_namespaced_custom_object(plans.GROUP, plans.VERSION, self.ns,
+                                                          plans.PLURAL)
+        for item in existing["items"]:
+            name = item["metadata"]["name"]
+            if item["metadata"].get("finalizers"):
+                await _ignore_404(co.patch_namespaced_custom_object(  # type: ignore[call-arg]
+                    plans.GROUP, plans.VERSION, self.ns, plans.PLURAL, name,
+                    {"metadata": {"finalizers": None}},
+                    _content_type="application/merge-patch+json"))
+            await _ignore_404(co.delete_namespaced_custom_object(
+                plans.GROUP, plans.VERSION, self.ns, plans.PLURAL, name))
+        await self.store.delete_prefix(records.name_path(self.cfg.dns.zone) + "/")
+        await self.store.delete_prefix(records.ACTIVE_PREFIX + "/")
+        disc = client.DiscoveryV1Api(self.api)
+        slices = await disc.list_namespaced_endpoint_slice(
+            self.ns, label_selector=f"kubernetes.io/service-name={lbnode.SERVICE}")
+        for item in slices.items:
+            await _ignore_404(disc.delete_namespaced_endpoint_slice(item.metadata.name,
+                                                                    self.ns))
+
+    async def newest_serial(self) -> int:
+        co = client.CustomObjectsApi(self.api)
+        items = (await co.list_namespaced_custom_object(
+            plans.GROUP, plans.VERSION, self.ns, plans.PLURAL))["items"]
+        return max((int(i["spec"]["serial"]) for i in items
+                    if not i["metadata"].get("deletionTimestamp")), default=0)
+
+    async def plan_objects(self) -> list[dict[str, Any]]:
+        co = client.CustomObjectsApi(self.api)
+        items: list[dict[str, Any]] = (await co.list_namespaced_custom_object(
+            plans.GROUP, plans.VERSION, self.ns, plans.PLURAL))["items"]
+        return sorted(items, key=lambda i: int(i["spec"]["serial"]))
+
+    async def markers(self) -> dict[str, int]:
+        return {n: m.serial for n, (m, _) in (await self.store.markers()).items()}
+
+    async def events(self) -> list[dict[str, Any]]:
+        ev = await client.CoreV1Api(self.api).list_namespaced_event(self.ns)
+        out = [{"time": str(e.last_timestamp or e.event_time), "type": e.type,
+                "reason": e.reason, "object": e.involved_object.name,
+                "source": e.source.component if e.source else None, "message": e.message}
+               for e in ev.items]
+        return sorted(out, key=lambda e: e["time"])
+
+    async def create_fault(self, name: str, target: str, delay: float,
+                           endpoints: list[str] | None = None) -> None:
+        spec: dict[str, Any] = {"target": target, "action": "delay", "step": "endpoint-write",
+                                "delaySeconds": delay}
+        if endpoints:
+            spec["endpoints"] = endpoints
+        await client.CustomObjectsApi(self.api).create_namespaced_custom_object(
+            "dnsrace.io", "v1alpha1", self.ns, "faults",
+            {"apiVersion": "dnsrace.io/v1alpha1", "kind": "Fault",
+             "metadata": {"name": name}, "spec": spec})
+
+    async def faults(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (await client.CustomObjectsApi(
+            self.api).list_namespaced_custom_object("dnsrace.io", "v1alpha1", self.ns,
+                                                    "faults"))["items"]
+        return [{"name": i["metadata"]["name"], "spec": i["spec"],
+                 "status": i.get("status", {})} for i in items]
+
+    async def delete_faults(self) -> None:
+        for fault in await self.faults():
+            await _ignore_404(client.CustomObjectsApi(self.api).delete_namespaced_custom_object(
+                "dnsrace.io", "v1alpha1", self.ns, "faults", fault["name"]))
+
+    def observations(self, since: float | None = None) -> observations.Summary:
+        path = self.run_dir / "prober.jsonl"
+        data = observations.load(path) if path.exists() else []
+        return observations.analyze(data, since=since)
+
+
+async def _ignore_404(call: Any) -> None:
+    try:
+        await call
+    except client.ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+async def _wait(predicate: Callable[[], Any], timeout: float, interval: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(interval)
+    return bool(await predicate())
+
+
+async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path,
+                   report: Report) -> Verdict:
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sg = str(params.safeguards)
+    figures: dict[str, Any] = {"safeguards": sg, "planner_interval": params.planner_interval,
+                               "keep": params.keep, "write_delay": params.write_delay}
+    reasons: list[str] = []
+    async with Lab(cfg, params, run_dir, report) as lab:
+        figures["endpoints"] = len(lab.endpoints)
+        await lab.reset()
+        lab.mark("lab reset")
+
+        port = 18200  # clear of the local plane's ports (CoreDNS ready is 18181)
+        for i in range(cfg.lab.lb_nodes):
+            lab.start(f"lbnode-{i}", "lbnode", "--name", f"lbnode-{i}", port=port + 10 + i)
+        ok = await _wait(lambda: _count_nodes(lab, cfg.lab.lb_nodes), 30)
+        if not ok:
+            raise RuntimeError("LB nodes did not register; see logs in " + str(run_dir))
+        for i, name in enumerate(cfg.lab.enactors):
+            lab.start(name, "enactor", "--name", name, port=port + 1 + i)
+        lab.start("prober", "prober", "--out", str(run_dir / "prober.jsonl"),
+                  "--rate", str(params.probe_rate), port=port + 5)
+        lab.start("planner", "planner", port=port)
+        lab.mark("components started", enactors=list(cfg.lab.enactors))
+
+        async def regional_answers() -> bool:
+            rcode, addrs = await dns_query(cfg, lab.regional)
+            return rcode == "NOERROR" and bool(addrs)
+
+        if not await _wait(regional_answers, 60):
+            raise RuntimeError("the regional endpoint never answered during warm-up; "
+                               f"see logs in {run_dir}/logs")
+        # The planner's real period (its interval, or its own work when that is longer) sets
+        # how old a plan is after a given stall.
+        s0, t0 = await lab.newest_serial(), time.monotonic()
+        await asyncio.sleep(4)
+        s1, t1 = await lab.newest_serial(), time.monotonic()
+        period = (t1 - t0) / max(1, s1 - s0)
+        stall = params.stall_seconds(len(lab.endpoints), period)
+        figures["plan_period"] = round(period, 3)
+        figures["stall"] = round(stall, 3)
+        t_fault = lab.mark("faults injected", stall=stall, write_delay=params.write_delay)
+        for name in cfg.lab.enactors:
+            await lab.create_fault(f"{name}-slow-writes", name, params.write_delay)
+        await lab.create_fault("enactor-a-stall", "enactor-a", stall, [lab.regional])
+        serial_at_fault = await lab.newest_serial()
+
+        if params.expect_outage:
+            first_empty: float | None = None
+            deadline = t_fault + params.observe
+            while time.time() < deadline or first_empty is not None:
+                await asyncio.sleep(0.5)
+                summ = lab.observations(since=t_fault)
+                reg = summ.endpoints.get(lab.regional)
+                if reg is not None and reg.first_empty is not None and first_empty is None:
+                    first_empty = reg.first_empty
+                    lab.mark("regional endpoint empty", rcodes=reg.longest.rcodes
+                             if reg.longest else None)
+                if first_empty is not None and time.time() - first_empty >= params.hold:
+                    break
+            figures["time_to_first_empty"] = (round(first_empty - t_fault, 2)
+                                              if first_empty else None)
+        else:
+            await asyncio.sleep(params.window)
+        serial_end_of_faults = await lab.newest_serial()
+        figures["plans_during_faults"] = serial_end_of_faults - serial_at_fault
+        direct_rcode, direct_addrs = await dns_query(cfg, lab.regional)
+        figures["direct_query_regional"] = {"rcode": direct_rcode, "addresses": direct_addrs}
+        lab.mark("direct query", rcode=direct_rcode, addresses=direct_addrs)
+
+        fault_status = await lab.faults()
+        await lab.delete_faults()
+        lab.mark("faults removed; planner stopped")
+        lab.stop("planner")
+        newest = await lab.newest_serial()
+        figures["newest_serial"] = newest
+
+        async def converged() -> bool:
+            marks = await lab.markers()
+            return all(marks.get(e) == newest for e in lab.endpoints)
+
+        figures["converged"] = await _wait(converged, params.settle)
+        markers = await lab.markers()
+        live = {int(p["spec"]["serial"]) for p in await lab.plan_objects()}
+        figures["endpoints_on_deleted_plans"] = sorted(
+            e for e, s in markers.items() if s not in live)
+        events = await lab.events()
+        blocked_events = [e for e in events if e["type"] == "Warning"
+                          and e["reason"] in ("ActivePlanMissing", "ChangeRejected")]
+        figures["blocked_warnings"] = len(blocked_events)
+        figures["blocked"] = bool(figures["endpoints_on_deleted_plans"]) and not figures[
+            "converged"]
+
+        if params.expect_outage and not figures["converged"]:
+            t_repair = lab.mark("repair")
+            changed = await repairing.repair(cfg)
+            figures["repair_changed"] = len(changed)
+            restored = await _wait(regional_answers, 20, interval=0.2)
+            figures["repair_restored"] = restored
+            figures["time_to_restore"] = round(time.time() - t_repair, 2) if restored else None
+            lab.mark("repaired", changed=len(changed), restored=restored)
+            await asyncio.sleep(1.5)
+
+        lab.stop("prober")
+        summary = lab.observations(since=t_fault)
+        figures["empty_answers"] = summary.empty
+        figures["endpoints_empty"] = sorted(e for e, s in summary.endpoints.items() if s.empty)
+        longest = summary.longest
+        figures["longest_empty_window"] = round(longest.duration, 2) if longest else 0.0
+        figures["stale_regressions"] = len(summary.regressions)
+        figures["stale_regression_pairs"] = [(r.name, r.from_serial, r.to_serial)
+                                             for r in summary.regressions[:20]]
+        figures["answers"] = summary.answers
+
+        (run_dir / "events.json").write_text(json.dumps(events, indent=1))
+        (run_dir / "plans.json").write_text(json.dumps(
+            [{"name": p["metadata"]["name"], "serial": p["spec"]["serial"],
+              "status": p.get("status", {})} for p in await lab.plan_objects()], indent=1))
+        (run_dir / "markers.json").write_text(json.dumps(markers, indent=1))
+        (run_dir / "faults.json").write_text(json.dumps(fault_status, indent=1))
+        (run_dir / "timeline.json").write_text(json.dumps(lab.timeline, indent=1))
+
+    if params.expect_outage:
+        expected = "the regional endpoint goes empty, enactors stay blocked, repair restores it"
+        if figures.get("time_to_first_empty") is None:
+            reasons.append(f"no empty answer for the regional endpoint within {params.observe}s")
+        elif figures["time_to_first_empty"] > params.observe:
+            reasons.append("the first empty answer came later than the observation window")
+        if figures["direct_query_regional"]["addresses"]:
+            reasons.append("an independent query still got addresses at the end of the hold")
+        if not figures["blocked"]:
+            reasons.append("the enactors were not left blocked")
+        if not figures.get("repair_restored"):
+            reasons.append("repair did not restore the regional endpoint")
+    else:
+        expected = "no empty answer, no stale regression, every endpoint on the newest plan"
+        if figures["empty_answers"]:
+            reasons.append(f"{figures['empty_answers']} empty answers on "
+                           f"{', '.join(figures['endpoints_empty'])}")
+        if figures["stale_regressions"]:
+            reasons.append(f"{figures['stale_regressions']} stale regressions")
+        if not figures["converged"]:
+            reasons.append("the endpoints did not converge on the newest plan")
+    verdict = Verdict(safeguards=sg, expected=expected, passed=not reasons, reasons=reasons,
+                      figures=figures, run_dir=str(run_dir))
+    (run_dir / "verdict.json").write_text(json.dumps(verdict.to_json(), indent=1))
+    return verdict
+
+
+async def _count_nodes(lab: Lab, want: int) -> bool:
+    return len(await lbnode.ready_nodes(lab.api, lab.ns)) >= want
+
+
+def stop_all(run_dir: Path) -> None:
+    """Stop whatever a run folder's processes left behind (an interrupted run)."""
+    procs = processes.Processes(run_dir)
+    for managed in procs.all():
+        with contextlib.suppress(ProcessLookupError):
+            procs.stop(managed.name, timeout=5)
+
+

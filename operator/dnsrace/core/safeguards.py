@@ -1,0 +1,46 @@
+"""The named safeguards (DESIGN.md section 4). All off reproduces the incident.
+
+Parsed once from ``--safeguards`` / ``DNSRACE_SAFEGUARDS`` and passed to the enactor; the names are
+the user-facing spelling, checked here so an unknown name is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+NAMES = ("fencing", "protect-active", "no-empty", "self-heal")
+
+
+@dataclasses.dataclass(frozen=True)
+class Safeguards:
+    fencing: bool = False
+    """Endpoint writes compare-and-swap the active marker and only move it forward."""
+    protect_active: bool = False
+    """Clean-up never deletes a plan active on any endpoint; its finalizer waits until it is not."""
+    no_empty: bool = False
+    """Never leave an endpoint without address records, neither by a write nor by a deletion."""
+    self_heal: bool = False
+    """A missing active plan, or records that no longer match it, lead to a full reconcile of the
+    endpoint from the newest plan instead of a blocked enactor."""
+
+    @classmethod
+    def parse(cls, text: str) -> Safeguards:
+        """``off``, ``on`` (all), or a comma-separated list of names."""
+        words = [w.strip() for w in text.split(",") if w.strip()]
+        if words in (["off"], ["none"], []):
+            return cls()
+        if words in (["on"], ["all"]):
+            return cls(True, True, True, True)
+        unknown = [w for w in words if w not in NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown safeguard {', '.join(unknown)}: use off, on, or a comma-separated "
+                f"list of {', '.join(NAMES)}"
+            )
+        return cls(**{w.replace("-", "_"): True for w in words})
+
+    def names(self) -> list[str]:
+        return [n for n in NAMES if getattr(self, n.replace("-", "_"))]
+
+    def __str__(self) -> str:
+        return ",".join(self.names()) or "off"

@@ -1,0 +1,81 @@
+"""``core.enacting.PlanStore`` on the API server: DnsPlan objects, read through a watch cache.
+
+The enactor's kopf watch feeds ``observe`` with every DnsPlan event, so reads are served from
+memory at the freshness of the watch, as an informer would; deletes and creates go to the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from dnsrace.core import enacting, plans
+from dnsrace.kube import client as kube_client
+
+
+class KubePlanStore(enacting.PlanStore):
+    def __init__(self, api: client.ApiClient, namespace: str, zone: str) -> None:
+        self.api = client.CustomObjectsApi(api)
+        self.namespace = namespace
+        self.zone = zone
+        self.cache: dict[int, enacting.StoredPlan] = {}
+        self.invalid: dict[str, str] = {}
+        """Object name -> why the controller refused it (checks the CRD cannot express)."""
+
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> plans.Plan | None:
+        """Fold one watch event into the cache; returns the parsed plan when it is live."""
+        name = str(body.get("metadata", {}).get("name", ""))
+        try:
+            plan = plans.Plan.from_body(body, self.zone)
+        except plans.PlanError as exc:
+            self.invalid[name] = str(exc)
+            return None
+        if event_type == "DELETED":
+            self.cache.pop(plan.serial, None)
+            return None
+        terminating = bool(body.get("metadata", {}).get("deletionTimestamp"))
+        self.cache[plan.serial] = enacting.StoredPlan(plan, terminating=terminating)
+        return None if terminating else plan
+
+    async def newest(self) -> plans.Plan | None:
+        live = [s for s, p in self.cache.items() if not p.terminating]
+        return self.cache[max(live)].plan if live else None
+
+    async def get(self, serial: int) -> enacting.StoredPlan | None:
+        return self.cache.get(serial)
+
+    async def serials(self) -> list[int]:
+        return sorted(s for s, p in self.cache.items() if not p.terminating)
+
+    async def delete(self, serial: int) -> None:
+        stored = self.cache.get(serial)
+        name = stored.plan.name if stored and stored.plan.name else plans.object_name(serial)
+        try:
+            await self.api.delete_namespaced_custom_object(
+                plans.GROUP, plans.VERSION, self.namespace, plans.PLURAL, name
+            )
+        except client.ApiException as exc:
+            if kube_client.status_of(exc) != 404:
+                raise
+
+    async def create(self, plan: plans.Plan, labels: Mapping[str, str] | None = None) -> None:
+        """Create the DnsPlan object; a 409 means the serial exists already."""
+        body = {
+            "apiVersion": f"{plans.GROUP}/{plans.VERSION}",
+            "kind": plans.KIND,
+            "metadata": {"name": plans.object_name(plan.serial), "labels": dict(labels or {})},
+            "spec": plan.to_spec(),
+        }
+        await self.api.create_namespaced_custom_object(
+            plans.GROUP, plans.VERSION, self.namespace, plans.PLURAL, body
+        )
+
+    async def load(self) -> None:
+        """Fill the cache with a list call (for one-shot commands that run no watch)."""
+        result = await self.api.list_namespaced_custom_object(
+            plans.GROUP, plans.VERSION, self.namespace, plans.PLURAL
+        )
+        for item in result.get("items", []):
+            self.observe("ADDED", item)
