@@ -1,47 +1,39 @@
-"""``dnsrace demo``: the main job on the local control plane, ending in its report."""
+"""``dnsrace demo``: the main job. Bring the local control plane up, run the race with the
+safeguards off and then on, and print both verdicts; exit 1 if either contradicts expectation."""
 
 from __future__ import annotations
 
-import asyncio
+from pathlib import Path
+from typing import Annotated
 
-import dns.asyncresolver
-import dns.resolver
+import typer
 
 from dnsrace import settings as settings_mod
 from dnsrace.cli import console
-from dnsrace.core import records, stores
-from dnsrace.dnsstore import etcd as etcd_store
+from dnsrace.cli import scenario as scenario_cli
 from dnsrace.localplane import binaries, controlplane
 
 
-async def _smoke(cfg: settings_mod.Settings) -> list[list[str]]:
-    store = etcd_store.EtcdRecordStore.from_endpoint(cfg.dns.etcd_endpoint)
-    name = f"smoke.{cfg.dns.zone}"
-    recs = {f"smoke-{i}": records.Record(ttl=cfg.dns.record_ttl, host=f"127.0.10.{i}")
-            for i in (1, 2)}
-    state = await store.read(name)
-    await store.apply(stores.Change(name=name, delete_all=True, put=recs,
-                                    marker=stores.ActiveMarker(serial=1, enactor="demo")))
-    resolver = dns.asyncresolver.Resolver(configure=False)
-    resolver.nameservers = [cfg.dns.server_host]
-    resolver.port = cfg.dns.server_port
-    rows = []
-    answer = await resolver.resolve(name + ".", "A")
-    rows.append([name, "A", ", ".join(sorted(r.to_text() for r in answer)),
-                 "records before: " + str(len(state.records))])
-    await store.close()
-    return rows
-
-
-def demo() -> None:
-    """Bring the local control plane up, write a record set to the DNS etcd, and resolve it
-    through CoreDNS."""
+def demo(
+    runs_dir: Annotated[Path, typer.Option(help="Where the run folders go")] = Path("runs"),
+) -> None:
+    """Start the local control plane (reused if up), run the race off then on, report."""
     cfg = settings_mod.Settings.from_env()
     plane = controlplane.LocalPlane(cfg, report=console.progress)
     try:
         plane.up()
-        rows = asyncio.run(_smoke(cfg))
-    except (binaries.SetupError, controlplane.PlaneError, dns.resolver.NoAnswer) as exc:
+    except (binaries.SetupError, controlplane.PlaneError) as exc:
         console.fail(str(exc))
-    console.table("demo: records written to the DNS etcd, answered by CoreDNS",
-                  ["name", "type", "answer", "note"], rows)
+    verdicts = [v for sg in ("off", "on") for v in scenario_cli.run_race(sg, 1, runs_dir)]
+    console.table("demo: the race, safeguards off then on",
+                  ["safeguards", "as expected", "first empty (s)", "longest empty (s)",
+                   "empty answers", "stale regressions", "blocked", "run folder"],
+                  [[v.safeguards, "yes" if v.passed else "NO",
+                    str(v.figures.get("time_to_first_empty", "-")),
+                    str(v.figures.get("longest_empty_window")),
+                    str(v.figures.get("empty_answers")),
+                    str(v.figures.get("stale_regressions")),
+                    str(v.figures.get("blocked")), v.run_dir] for v in verdicts])
+    console.console.print("Stop the local control plane with: make local-down")
+    if not all(v.passed for v in verdicts):
+        raise typer.Exit(1)

@@ -118,7 +118,7 @@ class FaultTable:
             os.kill(os.getpid(), signal.SIGKILL)
         seconds = fault.duration if fault.duration is not None else fault.delay or 5.0
         log.warning("fault %s: pausing %s for %.1fs", fault.name, self.component, seconds)
-        subprocess.Popen(
+        subprocess.Popen(  # noqa: ASYNC220 - must not await: the next line stops this process
             ["/bin/sh", "-c", f"sleep {seconds:.3f}; kill -CONT {os.getpid()}"],
             start_new_session=True,
         )

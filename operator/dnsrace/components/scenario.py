@@ -130,8 +130,8 @@ class Lab:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for managed in self.procs.all():
-            self.procs.stop(managed.name, timeout=10)
+        await asyncio.gather(*(asyncio.to_thread(self.procs.stop, m.name, 10)
+                               for m in self.procs.all()))
         await self.store.close()
         await self.api.close()
 

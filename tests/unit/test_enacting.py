@@ -1,0 +1,100 @@
+"""The enactor protocol on in-memory stores: the published interleaving, step by step.
+
+A takes an old plan and stalls; B applies a much newer plan; A then writes its old plan on the
+regional endpoint; B's clean-up deletes A's plan, whose finalizer removes its records. With the
+safeguards off the regional endpoint ends empty and later plans are blocked; with them on, the
+same interleaving is harmless.
+"""
+
+from __future__ import annotations
+
+from dnsrace.core import enacting, plans, stores
+from dnsrace.core.safeguards import Safeguards
+
+REGIONAL = "dynamodb.us-east-1.sim.internal"
+FIPS = "dynamodb-fips.us-east-1.sim.internal"
+
+
+def plan(serial: int) -> plans.Plan:
+    return plans.Plan(serial=serial, name=plans.object_name(serial), endpoints=tuple(
+        plans.Endpoint(name=n, targets=(plans.Target(f"127.0.10.{1 + serial % 5}", 10),))
+        for n in (REGIONAL, FIPS)))
+
+
+async def interleave(sg: Safeguards) -> tuple[stores.MemoryRecordStore, enacting.Enactor,
+                                              enacting.MemoryPlanStore]:
+    rec = stores.MemoryRecordStore()
+    pls = enacting.MemoryPlanStore()
+    a = enacting.Enactor("enactor-a", rec, pls, sg, keep=5)
+    b = enacting.Enactor("enactor-b", rec, pls, sg, keep=5)
+    pls.on_delete = b.remove_plan_records  # the finalizer
+
+    pls.add(plan(1))
+    taken = await a.take()
+    assert taken is not None
+    assert await a.newer_than_applied(taken)  # the one-time check passes, then A stalls
+
+    for serial in range(2, 21):
+        pls.add(plan(serial))
+    newest = await b.take()  # B applies plan 20 to every endpoint, step by step...
+    assert newest is not None
+    assert newest.serial == 20
+    assert await b.newer_than_applied(newest)
+    for endpoint in newest.endpoints:
+        assert (await b.apply_endpoint(newest, endpoint)).result is enacting.Result.APPLIED
+
+    await a.apply_endpoint(taken, taken.endpoints[0])  # A's stale write of plan 1
+    await b.cleanup(newest)  # ...then B's clean-up: plan 1 is "many generations older"
+    return rec, b, pls
+
+
+async def test_safeguards_off_the_regional_endpoint_ends_empty_and_blocked() -> None:
+    rec, _, pls = await interleave(Safeguards())
+    regional = await rec.read(REGIONAL)
+    assert regional.empty
+    assert regional.marker is not None
+    assert regional.marker.serial == 1  # pointing at a deleted plan
+    assert await pls.get(1) is None
+
+    c = enacting.Enactor("enactor-c", rec, pls, Safeguards(), keep=5)
+    pls.add(plan(21))
+    report = await c.cycle()
+    assert report is not None
+    assert [o.reason for o in report.blocked] == ["ActivePlanMissing"]
+    assert report.cleaned == []  # a blocked enactor does not clean up
+
+    changed = await enacting.repair(rec, pls)
+    assert (REGIONAL, 1, 21) in changed
+    assert not (await rec.read(REGIONAL)).empty
+
+
+async def test_safeguards_on_the_same_interleaving_is_harmless() -> None:
+    rec, _, _ = await interleave(Safeguards.parse("on"))
+    regional = await rec.read(REGIONAL)
+    assert not regional.empty
+    assert regional.marker is not None
+    assert regional.marker.serial == 20  # fencing refused the backwards write
+
+
+async def test_fencing_alone_stops_the_stale_write() -> None:
+    rec, _, _ = await interleave(Safeguards(fencing=True))
+    assert (await rec.read(REGIONAL)).marker == stores.ActiveMarker(20, "enactor-b")
+
+
+async def test_self_heal_rebuilds_from_the_newest_plan() -> None:
+    rec, _, pls = await interleave(Safeguards(self_heal=True))
+    assert (await rec.read(REGIONAL)).empty
+    pls.add(plan(21))
+    c = enacting.Enactor("enactor-c", rec, pls, Safeguards(self_heal=True), keep=5)
+    report = await c.cycle()
+    assert report is not None
+    assert report.outcomes[0].result is enacting.Result.HEALED
+    assert (await rec.read(REGIONAL)).marker == stores.ActiveMarker(21, "enactor-c")
+
+
+def test_unknown_safeguard_is_refused() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown safeguard single-writr"):
+        Safeguards.parse("fencing,single-writr")
+    assert str(Safeguards.parse("on")) == "fencing,protect-active,no-empty,self-heal"
