@@ -342,6 +342,12 @@ class LocalPlane:
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds), bins=bins)
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                      "-f", str(crds), bins=bins)
+        # Established is not served yet: the new resources' storage may still answer 429
+        # "storage is (re)initializing", so wait until they can be listed.
+        kinds = ",".join(p.stem.split(".", 1)[0] for p in sorted(crds.glob("*.yaml")))
+        if not wait_until(lambda: self.kubectl("get", kinds, "-A", bins=bins,
+                                               check=False).returncode == 0, timeout=60):
+            raise PlaneError(f"the CRDs ({kinds}) were established but never served a list")
         ns = self.cfg.kube.namespace
         if self.kubectl("get", "namespace", ns, bins=bins, check=False).returncode != 0:
             self.kubectl("create", "namespace", ns, bins=bins)
