@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 PYTEST_ARGS ?=
 
 .PHONY: help setup setup-python setup-binaries lint test test-unit local-up local-down \
-        local-status demo bench clean
+        local-status demo clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -58,9 +58,6 @@ local-status: setup-python ## Show processes, health, kubeconfig path and addres
 
 demo: setup ## The main job: the outage scenario on the local control plane, with its report
 	@$(DNSRACE) demo
-
-bench: setup ## Benchmarks; results go to docs/benchmarks.md
-	$(VENV)/bin/python -m dnsrace.bench
 
 clean: local-down ## Remove the run state (.run) and .venv; the binaries cache is kept
 	rm -rf .run $(VENV)
