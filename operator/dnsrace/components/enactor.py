@@ -21,7 +21,7 @@ from kubernetes_asyncio import client
 from prometheus_client import Counter, Gauge
 
 from dnsrace import settings as settings_mod
-from dnsrace.components import faults, kopfing, serving
+from dnsrace.components import faults, kopfing
 from dnsrace.core import enacting, plans
 from dnsrace.core.safeguards import Safeguards
 from dnsrace.dnsstore import etcd as etcd_store
@@ -57,7 +57,6 @@ class EnactorController:
         self.wake = asyncio.Event()
         self.uids: dict[str, str] = {}
         self.last_warning: tuple[str, str, float] = ("", "", 0.0)
-        self.ready = asyncio.Event()
 
     def register(self, reg: kopf.OperatorRegistry) -> None:
         self.faults.register(reg)
@@ -166,9 +165,6 @@ class EnactorController:
                      if outcome != "applied" else f", deleted {len(report.cleaned)} old plans")
             await self._report(report)
 
-    def health(self) -> tuple[bool, str]:
-        return (True, "ok") if self.ready.is_set() else (False, "watch not ready")
-
 
 async def run(cfg: settings_mod.Settings, name: str, stop: asyncio.Event) -> None:
     safeguards = Safeguards.parse(cfg.lab.safeguards)
@@ -177,18 +173,10 @@ async def run(cfg: settings_mod.Settings, name: str, stop: asyncio.Event) -> Non
     reg = kopfing.registry(cfg.api_kubeconfig)
     controller.register(reg)
     log.info("%s starting with safeguards: %s", name, safeguards)
-    runner = await serving.serve("0.0.0.0", cfg.lab.http_port, controller.health) \
-        if cfg.lab.http_port else None
     try:
-        operator = asyncio.create_task(kopfing.run(reg, name, cfg.kube.namespace, stop,
-                                                   controller.ready))
-        worker = asyncio.create_task(controller.work(stop))
-        await asyncio.wait({operator, worker}, return_when=asyncio.FIRST_COMPLETED)
-        stop.set()
-        await asyncio.gather(operator, worker, return_exceptions=True)
+        await kopfing.run(reg, name, cfg.kube.namespace, stop, controller.work,
+                          cfg.lab.http_port)
     finally:
-        if runner is not None:
-            await runner.cleanup()
         await controller.records.close()
         await api.close()
 

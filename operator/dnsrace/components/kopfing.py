@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import kopf
+
+from dnsrace.components import serving
 
 
 def registry(kubeconfig: Path | None) -> kopf.OperatorRegistry:
@@ -42,12 +45,32 @@ def settings(component: str) -> kopf.OperatorSettings:
     cfg.posting.level = logging.WARNING
     cfg.watching.server_timeout = 120
     cfg.networking.request_timeout = 30
+    # The components are namespaced and their Roles grant no cluster-wide list of namespaces
+    # or CRDs; without this kopf warns about the scans it cannot do.
+    cfg.scanning.disabled = True
     return cfg
 
 
 async def run(reg: kopf.OperatorRegistry, component: str, namespace: str,
-              stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
-    await kopf.operator(
-        registry=reg, settings=settings(component), standalone=True,
-        namespaces=[namespace], stop_flag=stop, ready_flag=ready,
-    )
+              stop: asyncio.Event, work: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+              http_port: int) -> None:
+    """Run kopf and the component's own work loop side by side until ``stop`` is set or
+    either ends, serving /healthz (ready once kopf's watches are up) and /metrics."""
+    ready = asyncio.Event()
+
+    def health() -> tuple[bool, str]:
+        return (True, "ok") if ready.is_set() else (False, "watch not ready")
+
+    runner = await serving.serve("0.0.0.0", http_port, health) if http_port else None
+    try:
+        operator = asyncio.create_task(kopf.operator(
+            registry=reg, settings=settings(component), standalone=True,
+            namespaces=[namespace], stop_flag=stop, ready_flag=ready,
+        ))
+        worker = asyncio.create_task(work(stop))
+        await asyncio.wait({operator, worker}, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        await asyncio.gather(operator, worker, return_exceptions=True)
+    finally:
+        if runner is not None:
+            await runner.cleanup()

@@ -22,7 +22,7 @@ from kubernetes_asyncio import client
 from prometheus_client import Counter, Gauge
 
 from dnsrace import settings as settings_mod
-from dnsrace.components import faults, kopfing, lbnode, serving
+from dnsrace.components import faults, kopfing, lbnode
 from dnsrace.core import planning, plans
 from dnsrace.kube import client as kube_client
 from dnsrace.kube import plans as kube_plans
@@ -72,7 +72,6 @@ class Planner:
         self.endpoints = planning.lab_endpoints(cfg.dns.zone, cfg.lab.accounts)
         self.changed = asyncio.Event()
         self.faults = faults.FaultTable("planner", api, self.ns)
-        self.ready = asyncio.Event()
 
     def register(self, reg: kopf.OperatorRegistry) -> None:
         self.faults.register(reg)
@@ -132,25 +131,13 @@ class Planner:
             if self.changed.is_set():  # coalesce a burst of slice updates
                 await asyncio.sleep(min(0.05, interval))
 
-    def health(self) -> tuple[bool, str]:
-        return (True, "ok") if self.ready.is_set() else (False, "watch not ready")
-
 
 async def run(cfg: settings_mod.Settings, stop: asyncio.Event) -> None:
     api = await kube_client.api_client(cfg.api_kubeconfig)
     planner = Planner(cfg, api)
     reg = kopfing.registry(cfg.api_kubeconfig)
     planner.register(reg)
-    runner = await serving.serve("0.0.0.0", cfg.lab.http_port, planner.health) \
-        if cfg.lab.http_port else None
     try:
-        operator = asyncio.create_task(kopfing.run(reg, "planner", planner.ns, stop,
-                                                   planner.ready))
-        worker = asyncio.create_task(planner.work(stop))
-        await asyncio.wait({operator, worker}, return_when=asyncio.FIRST_COMPLETED)
-        stop.set()
-        await asyncio.gather(operator, worker, return_exceptions=True)
+        await kopfing.run(reg, "planner", planner.ns, stop, planner.work, cfg.lab.http_port)
     finally:
-        if runner is not None:
-            await runner.cleanup()
         await api.close()
