@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 PYTEST_ARGS ?=
 
 .PHONY: help setup setup-python setup-binaries lint test test-unit local-up local-down \
-        local-status demo clean
+        local-status demo bench clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ local-status: setup-python ## Show processes, health, kubeconfig path and addres
 
 demo: setup ## The main job: the outage scenario on the local control plane, with its report
 	@$(DNSRACE) demo
+
+bench: local-up ## Benchmarks on the local control plane (copy the table into docs/benchmarks.md)
+	@$(DNSRACE) bench
 
 clean: local-down ## Remove the run state (.run) and .venv; the binaries cache is kept
 	rm -rf .run $(VENV)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dnsrace.cli import components, demo, local, scenario, setup
+from dnsrace.cli import bench, components, demo, local, scenario, setup
 
 app = typer.Typer(
     help="dnsrace: reproduce the DynamoDB DNS Planner/Enactor race on a real Kubernetes API "
@@ -21,6 +21,7 @@ app.command("prober")(components.prober_cmd)
 app.command("lbnode")(components.lbnode_cmd)
 app.command("repair")(components.repair_cmd)
 app.add_typer(scenario.app, name="scenario")
+app.command("bench")(bench.bench_cmd)
 
 
 def main() -> None:

@@ -95,7 +95,12 @@ def lbnode_cmd(
         index = int(name.rsplit("-", 1)[1])
     except (IndexError, ValueError):
         console.fail(f"--name must look like lbnode-<n>, got {name!r}", code=2)
-    _serve(lambda stop: lbnode.run(name, index, cfg.api_kubeconfig, cfg.kube.namespace, stop))
+    if cfg.kube.in_cluster:  # a pod behind the Service: Kubernetes lists it in the slices
+        _serve(lambda stop: lbnode.run(name, index, None, cfg.kube.namespace, stop,
+                                       address="0.0.0.0", register_slice=False))
+    else:
+        _serve(lambda stop: lbnode.run(name, index, cfg.api_kubeconfig, cfg.kube.namespace,
+                                       stop))
 
 
 def repair_cmd() -> None:

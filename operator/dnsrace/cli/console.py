@@ -8,7 +8,8 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False)
+# Logs (CI, files) get a fixed width wide enough for the figure tables; terminals their own.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, highlight=False)
 
 _started = time.monotonic()

@@ -262,13 +262,22 @@ def make_app(node: str, index: int, address: str) -> web.Application:
 
 async def run(name: str, index: int, kubeconfig: Path | None, namespace: str,
               stop: asyncio.Event, port: int = PORT, *, address: str | None = None,
-              resync: float = RESYNC_SECONDS) -> None:
+              resync: float = RESYNC_SECONDS, register_slice: bool = True) -> None:
     """Serve node ``name`` and keep it registered until ``stop`` is set, then deregister it.
 
     ``address`` overrides ``address_for(index)`` (in a pod, the pod's IP). The server listens
     before the slice is written, so the planner never sees a node that cannot answer yet.
+    Without ``register_slice`` (in a pod, where the endpointslice controller lists ready pods
+    and the node has no API token) it only serves.
     """
     address = address or address_for(index)
+    if not register_slice:
+        server = await serving.serve(address, port, app=make_app(name, index, address))
+        try:
+            await stop.wait()
+        finally:
+            await server.cleanup()
+        return
     api = await kube_client.api_client(kubeconfig)
     runner: web.AppRunner | None = None
     registered = False

@@ -17,8 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
+import ipaddress
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -220,6 +223,17 @@ class Prober:
         return self.stats
 
 
+@functools.cache
+def server_address(host: str) -> str:
+    """dnspython sends to IP addresses only; in a cluster the DNS server is a Service name
+    (``dnsrace-coredns.<ns>.svc``), so resolve it once with the system resolver."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        return str(socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)[0][4][0])
+
+
 async def run(endpoints: list[str], server: str, port: int, out: Path, rate: float,
               stop: asyncio.Event, http_port: int | None = None, *,
               http_host: str = "127.0.0.1",
@@ -228,7 +242,8 @@ async def run(endpoints: list[str], server: str, port: int, out: Path, rate: flo
 
     With ``http_port``, also serve ``/healthz`` and ``/metrics`` on ``http_host:http_port``.
     """
-    prober = Prober(endpoints, server, port, out, rate=rate, timeout=query_timeout)
+    prober = Prober(endpoints, server_address(server), port, out, rate=rate,
+                    timeout=query_timeout)
     runner = (await serving.serve(http_host, http_port, prober.health)
               if http_port is not None else None)
     try:

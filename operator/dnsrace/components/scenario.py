@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import dns.rdatatype
 from kubernetes_asyncio import client
 
 from dnsrace import settings as settings_mod
-from dnsrace.components import lbnode, repairing
+from dnsrace.components import lbnode, prober, repairing
 from dnsrace.core import observations, planning, plans, records
 from dnsrace.core.safeguards import Safeguards
 from dnsrace.dnsstore import etcd as etcd_store
@@ -62,13 +63,14 @@ class RaceParams:
     """Seconds allowed for convergence once the faults are removed and the planner stops."""
     probe_rate: float = 10.0
 
-    def stall_seconds(self, endpoints: int, plan_period: float) -> float:
-        """Long enough that enactor-a's plan is about ``keep`` generations old when it writes
-        the regional endpoint, while the others are mid-walk: the published interleaving."""
+    def stall_seconds(self, endpoints: int, plan_period: float, cycle: float) -> float:
+        """Long enough that enactor-a's plan is already more than ``keep`` generations older
+        than the plan the other enactors took at their last cycle start when it writes the
+        regional endpoint: their next clean-up then deletes it, which is the published
+        interleaving. ``cycle`` is one enactor cycle measured before the faults."""
         if self.stall is not None:
             return self.stall
-        walk = endpoints * (self.write_delay + 0.02)
-        return self.keep * plan_period + walk
+        return self.keep * plan_period + cycle + endpoints * self.write_delay
 
     @property
     def expect_outage(self) -> bool:
@@ -92,7 +94,8 @@ async def dns_query(cfg: settings_mod.Settings, name: str) -> tuple[str, list[st
     """One independent query through CoreDNS: (rcode or TIMEOUT, addresses)."""
     msg = dns.message.make_query(name + ".", dns.rdatatype.A)
     try:
-        ans = await dns.asyncquery.udp(msg, cfg.dns.server_host, port=cfg.dns.server_port,
+        ans = await dns.asyncquery.udp(msg, prober.server_address(cfg.dns.server_host),
+                                       port=cfg.dns.server_port,
                                        timeout=2.0)
     except dns.exception.Timeout:
         return "TIMEOUT", []
@@ -229,6 +232,20 @@ class Lab:
             {"apiVersion": "dnsrace.io/v1alpha1", "kind": "Fault",
              "metadata": {"name": name}, "spec": spec})
 
+    async def cycles(self, port: int) -> float:
+        """Plans taken so far by the enactor serving metrics on ``port``."""
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def fetch() -> str:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return str(resp.read().decode())
+
+        total = 0.0
+        for line in (await asyncio.to_thread(fetch)).splitlines():
+            if line.startswith("dnsrace_enactor_cycles_total{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
     async def faults(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = (await client.CustomObjectsApi(
             self.api).list_namespaced_custom_object("dnsrace.io", "v1alpha1", self.ns,
@@ -299,12 +316,14 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
                                f"see logs in {run_dir}/logs")
         # The planner's real period (its interval, or its own work when that is longer) sets
         # how old a plan is after a given stall.
-        s0, t0 = await lab.newest_serial(), time.monotonic()
-        await asyncio.sleep(4)
-        s1, t1 = await lab.newest_serial(), time.monotonic()
+        s0, c0, t0 = await lab.newest_serial(), await lab.cycles(port + 2), time.monotonic()
+        await asyncio.sleep(5)
+        s1, c1, t1 = await lab.newest_serial(), await lab.cycles(port + 2), time.monotonic()
         period = (t1 - t0) / max(1, s1 - s0)
-        stall = params.stall_seconds(len(lab.endpoints), period)
+        cycle = (t1 - t0) / max(1.0, c1 - c0)
+        stall = params.stall_seconds(len(lab.endpoints), period, cycle)
         figures["plan_period"] = round(period, 3)
+        figures["enactor_cycle"] = round(cycle, 3)
         figures["stall"] = round(stall, 3)
         t_fault = lab.mark("faults injected", stall=stall, write_delay=params.write_delay)
         for name in cfg.lab.enactors:
@@ -314,27 +333,35 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
 
         victim = lab.regional
         if params.expect_outage:
-            first_empty: float | None = None
+            # enactor-a writes its stale plan to every endpoint after the stall, so the race may
+            # empty any of them; the regional endpoint is the one the stall targets, so it is
+            # judged when it empties within the window, else the first endpoint that did.
+            first_any: tuple[float, str] | None = None
+            judged: float | None = None
             deadline = t_fault + params.observe
-            while time.time() < deadline or first_empty is not None:
+            while True:
                 await asyncio.sleep(0.5)
                 summ = lab.observations(since=t_fault)
-                hit = [(s.first_empty, n) for n, s in summ.endpoints.items()
-                       if s.first_empty is not None]
-                if hit and first_empty is None:
-                    # enactor-a writes its stale plan to every endpoint after the stall, so the
-                    # race may empty any of them; the regional one is the one the stall targets.
-                    first_empty, victim = min(hit)
-                    if any(n == lab.regional for _, n in hit):
-                        victim = lab.regional
-                    lab.mark("endpoint empty", endpoint=victim)
-                if first_empty is not None and time.time() - first_empty >= params.hold:
+                hit = sorted((s.first_empty, n) for n, s in summ.endpoints.items()
+                             if s.first_empty is not None)
+                if hit and first_any is None:
+                    first_any = hit[0]
+                    lab.mark("endpoint empty", endpoint=hit[0][1])
+                regional_hit = [t for t, n in hit if n == lab.regional]
+                if judged is None and regional_hit:
+                    judged, victim = regional_hit[0], lab.regional
+                    lab.mark("regional endpoint empty")
+                elif judged is None and first_any and time.time() >= deadline:
+                    judged, victim = first_any
+                if judged is not None and time.time() - judged >= params.hold:
                     break
-            figures["time_to_first_empty"] = (round(first_empty - t_fault, 2)
-                                              if first_empty else None)
+                if judged is None and first_any is None and time.time() >= deadline:
+                    break
+            figures["time_to_first_empty"] = (round(judged - t_fault, 2)
+                                              if judged is not None else None)
         else:
             await asyncio.sleep(params.window)
-        figures["first_empty_endpoint"] = victim if params.expect_outage else None
+        figures["judged_endpoint"] = victim if params.expect_outage else None
         serial_end_of_faults = await lab.newest_serial()
         figures["plans_during_faults"] = serial_end_of_faults - serial_at_fault
         direct_rcode, direct_addrs = await dns_query(cfg, lab.regional)
