@@ -32,7 +32,7 @@ async def test_safeguards_off_the_regional_record_goes_empty_and_stays_blocked(
     assert verdict.passed, verdict.reasons
     assert f["time_to_first_empty"] is not None
     assert f["time_to_first_empty"] <= 60
-    victim = f["first_empty_endpoint"]
+    victim = f["judged_endpoint"]
     assert victim in f["endpoints_empty"]
     assert f["longest_empty_window"] >= params.hold
     assert f["plans_during_faults"] > 0, "the planner kept producing plans meanwhile"
