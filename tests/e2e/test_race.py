@@ -14,9 +14,9 @@ import pytest
 from dnsrace.components import scenario
 from dnsrace.core import planning
 from dnsrace.core.safeguards import Safeguards
-from tests.conftest import Cluster, local_only
+from tests.conftest import Cluster
 
-pytestmark = [pytest.mark.e2e, local_only]
+pytestmark = pytest.mark.e2e
 
 
 def regional(cluster: Cluster) -> str:

@@ -59,7 +59,7 @@ async def plan_to_answer(cfg: settings_mod.Settings, run_dir: Path, report: Repo
     async with scenario.Lab(cfg, params, run_dir, report) as lab:
         await lab.reset()
         for i, name in enumerate(cfg.lab.enactors):
-            lab.start(name, "enactor", "--name", name, port=18300 + i)
+            await lab.start(name, "enactor", "--name", name, port=18300 + i)
         store = kube_plans.KubePlanStore(lab.api, lab.ns, cfg.dns.zone)
         serial = await lab.newest_serial() + 1000
         await asyncio.sleep(8)  # enactors' watches up (kopf start-up)

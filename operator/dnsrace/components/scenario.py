@@ -120,6 +120,12 @@ class Lab:
         self.api: client.ApiClient
         self.store: etcd_store.EtcdRecordStore
         self.timeline: list[dict[str, Any]] = []
+        self.cluster = cfg.external_cluster
+        """On a cluster dnsrace did not start (kind), the components are the chart's
+        Deployments: started and stopped by scaling, configured through their env; the prober
+        runs inside this process, against the DNS address the environment names."""
+        self.scaled: set[str] = set()
+        self._prober: tuple[asyncio.Task[None], asyncio.Event] | None = None
 
     def mark(self, what: str, **extra: Any) -> float:
         now = time.time()
@@ -133,6 +139,10 @@ class Lab:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.stop("prober")
+        for name in sorted(self.scaled):  # leave the planner of a cluster stopped
+            if name == "planner":
+                await self.stop(name)
         await asyncio.gather(*(asyncio.to_thread(self.procs.stop, m.name, 10)
                                for m in self.procs.all()))
         await self.store.close()
@@ -156,16 +166,59 @@ class Lab:
             PYTHONUNBUFFERED="1",
         )
 
-    def start(self, name: str, *args: str, port: int) -> None:
-        argv = [sys.executable, "-m", "dnsrace", *args]
-        self.procs.start(name, argv, env=self._env(port), cwd=self.run_dir)
+    async def start(self, name: str, *args: str, port: int) -> None:
+        if self.cluster and name == "prober":
+            stop = asyncio.Event()
+            task = asyncio.create_task(prober.run(
+                self.endpoints, self.cfg.dns.server_host, self.cfg.dns.server_port,
+                self.run_dir / "prober.jsonl", self.params.probe_rate, stop))
+            self._prober = (task, stop)
+        elif self.cluster and name.startswith("lbnode"):
+            return  # a StatefulSet behind the Service; Kubernetes fills its EndpointSlices
+        elif self.cluster:
+            await self._scale(name, 1, configure=True)
+            self.scaled.add(name)
+        else:
+            argv = [sys.executable, "-m", "dnsrace", *args]
+            self.procs.start(name, argv, env=self._env(port), cwd=self.run_dir)
 
-    def stop(self, name: str) -> None:
-        self.procs.stop(name, timeout=10)
+    async def stop(self, name: str) -> None:
+        if name == "prober" and self._prober is not None:
+            task, stop = self._prober
+            stop.set()
+            await task
+            self._prober = None
+        elif self.cluster and name in self.scaled:
+            await self._scale(name, 0)
+            self.scaled.discard(name)
+        elif not self.cluster:
+            await asyncio.to_thread(self.procs.stop, name, 10)
 
-    def alive(self, name: str) -> bool:
-        managed = self.procs.get(name)
-        return managed is not None and managed.alive()
+    async def _scale(self, name: str, replicas: int, configure: bool = False) -> None:
+        """Scale the component's Deployment and wait until it has rolled out."""
+        apps = client.AppsV1Api(self.api)
+        patch: dict[str, Any] = {"spec": {"replicas": replicas}}
+        if configure:
+            current = await apps.read_namespaced_deployment(name, self.ns)
+            container = current.spec.template.spec.containers[0].name
+            env = {k: v for k, v in self._env(0).items() if k in (
+                "DNSRACE_SAFEGUARDS", "DNSRACE_PLANNER_INTERVAL", "DNSRACE_KEEP",
+                "DNSRACE_ACCOUNTS")}
+            patch["spec"]["template"] = {"spec": {"containers": [{
+                "name": container,
+                "env": [{"name": k, "value": v} for k, v in env.items()]}]}}
+        await apps.patch_namespaced_deployment(name, self.ns, patch)
+
+        async def rolled_out() -> bool:
+            d = await apps.read_namespaced_deployment(name, self.ns)
+            st = d.status
+            return bool(st.observed_generation and st.observed_generation >= d.metadata.generation
+                        and (st.updated_replicas or 0) == replicas
+                        and (st.ready_replicas or 0) == replicas
+                        and (st.replicas or 0) == replicas)
+
+        if not await _wait(rolled_out, 180, interval=1):
+            raise RuntimeError(f"Deployment {name} did not reach {replicas} ready replicas")
 
     # -- lab state ----------------------------------------------------------------------------
 
@@ -190,6 +243,8 @@ class Lab:
                 plans.GROUP, plans.VERSION, self.ns, plans.PLURAL, name))
         await self.store.delete_prefix(records.name_path(self.cfg.dns.zone) + "/")
         await self.store.delete_prefix(records.ACTIVE_PREFIX + "/")
+        if self.cluster:
+            return  # the endpointslice controller owns the LB Service's slices there
         disc = client.DiscoveryV1Api(self.api)
         slices = await disc.list_namespaced_endpoint_slice(
             self.ns, label_selector=f"kubernetes.io/service-name={lbnode.SERVICE}")
@@ -232,8 +287,11 @@ class Lab:
             {"apiVersion": "dnsrace.io/v1alpha1", "kind": "Fault",
              "metadata": {"name": name}, "spec": spec})
 
-    async def cycles(self, port: int) -> float:
-        """Plans taken so far by the enactor serving metrics on ``port``."""
+    async def cycles(self, port: int) -> float | None:
+        """Plans taken so far by the enactor serving metrics on ``port``; None on a cluster,
+        where its metrics port is inside a pod."""
+        if self.cluster:
+            return None
         url = f"http://127.0.0.1:{port}/metrics"
 
         def fetch() -> str:
@@ -296,15 +354,16 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
 
         port = 18200  # clear of the local plane's ports (CoreDNS ready is 18181)
         for i in range(cfg.lab.lb_nodes):
-            lab.start(f"lbnode-{i}", "lbnode", "--name", f"lbnode-{i}", port=port + 10 + i)
-        ok = await _wait(lambda: _count_nodes(lab, cfg.lab.lb_nodes), 30)
+            await lab.start(f"lbnode-{i}", "lbnode", "--name", f"lbnode-{i}",
+                            port=port + 10 + i)
+        ok = await _wait(lambda: _count_nodes(lab, 1 if lab.cluster else cfg.lab.lb_nodes), 30)
         if not ok:
             raise RuntimeError("LB nodes did not register; see logs in " + str(run_dir))
         for i, name in enumerate(cfg.lab.enactors):
-            lab.start(name, "enactor", "--name", name, port=port + 1 + i)
-        lab.start("prober", "prober", "--out", str(run_dir / "prober.jsonl"),
-                  "--rate", str(params.probe_rate), port=port + 5)
-        lab.start("planner", "planner", port=port)
+            await lab.start(name, "enactor", "--name", name, port=port + 1 + i)
+        await lab.start("prober", "prober", "--out", str(run_dir / "prober.jsonl"),
+                        "--rate", str(params.probe_rate), port=port + 5)
+        await lab.start("planner", "planner", port=port)
         lab.mark("components started", enactors=list(cfg.lab.enactors))
 
         async def regional_answers() -> bool:
@@ -320,7 +379,9 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         await asyncio.sleep(5)
         s1, c1, t1 = await lab.newest_serial(), await lab.cycles(port + 2), time.monotonic()
         period = (t1 - t0) / max(1, s1 - s0)
-        cycle = (t1 - t0) / max(1.0, c1 - c0)
+        # Where the enactors' metrics cannot be read, a cycle is taken to be a plan period,
+        # which is what the local runs measure before the faults.
+        cycle = (t1 - t0) / max(1.0, c1 - c0) if c0 is not None and c1 is not None else period
         stall = params.stall_seconds(len(lab.endpoints), period, cycle)
         figures["plan_period"] = round(period, 3)
         figures["enactor_cycle"] = round(cycle, 3)
@@ -374,15 +435,25 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         fault_status = await lab.faults()
         await lab.delete_faults()
         lab.mark("faults removed; planner stopped")
-        lab.stop("planner")
+        await lab.stop("planner")
         newest = await lab.newest_serial()
         figures["newest_serial"] = newest
 
+        phases: dict[str, str] = {}
+
         async def converged() -> bool:
             marks = await lab.markers()
-            return all(marks.get(e) == newest for e in lab.endpoints)
+            if not all(marks.get(e) == newest for e in lab.endpoints):
+                return False
+            plan = next((p for p in await lab.plan_objects()
+                         if int(p["spec"]["serial"]) == newest), {})
+            phases.clear()
+            phases.update({e["name"]: e.get("phase", "")
+                           for e in plan.get("status", {}).get("enactors", [])})
+            return all(phases.get(n) in ("Applied", "Skipped") for n in cfg.lab.enactors)
 
         figures["converged"] = await _wait(converged, params.settle)
+        figures["enactor_phases_on_newest"] = dict(phases)
         markers = await lab.markers()
         live = {int(p["spec"]["serial"]) for p in await lab.plan_objects()}
         figures["endpoints_on_deleted_plans"] = sorted(
@@ -408,7 +479,7 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
             lab.mark("repaired", changed=len(changed), restored=restored)
             await asyncio.sleep(1.5)
 
-        lab.stop("prober")
+        await lab.stop("prober")
         summary = lab.observations(since=t_fault)
         figures["empty_answers"] = summary.empty
         figures["endpoints_empty"] = sorted(e for e, s in summary.endpoints.items() if s.empty)

@@ -1,0 +1,64 @@
+"""The scenario runner's cluster mode (kind): components are Deployments it configures and
+scales. Checked on the real API server and controller manager with zero replicas, which roll out
+without a kubelet: the env patch lands in the named container, and the rollout wait returns."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes_asyncio import client
+
+from dnsrace.components import scenario
+from dnsrace.core.safeguards import Safeguards
+from tests.conftest import Cluster
+
+DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: enactor-a}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: enactor-a}}
+  template:
+    metadata: {labels: {app: enactor-a}}
+    spec:
+      containers:
+        - name: enactor
+          image: dnsrace:0.1.0
+          env:
+            - {name: DNSRACE_SAFEGUARDS, value: "off"}
+            - {name: DNSRACE_NAMESPACE, value: dnsrace}
+"""
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    ns = f"dnsrace-driver-{uuid.uuid4().hex[:6]}"
+    assert cluster.kubectl("create", "namespace", ns).returncode == 0
+    applied = cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=DEPLOYMENT)
+    assert applied.returncode == 0, applied.stderr
+    yield ns
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+async def test_cluster_mode_configures_and_scales_a_deployment(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    cfg = dataclasses.replace(
+        cluster.cfg, kube=dataclasses.replace(cluster.cfg.kube, namespace=namespace,
+                                              kubeconfig=cluster.kubeconfig))
+    params = scenario.RaceParams(safeguards=Safeguards.parse("fencing,no-empty"), keep=4)
+    async with scenario.Lab(cfg, params, tmp_path, print) as lab:
+        assert lab.cluster
+        await lab._scale("enactor-a", 0, configure=True)
+        dep = await client.AppsV1Api(lab.api).read_namespaced_deployment("enactor-a", namespace)
+    assert dep.spec.replicas == 0
+    env = {e.name: e.value for e in dep.spec.template.spec.containers[0].env}
+    assert env["DNSRACE_SAFEGUARDS"] == "fencing,no-empty"
+    assert env["DNSRACE_KEEP"] == "4"
+    assert env["DNSRACE_NAMESPACE"] == "dnsrace", "other variables are kept"
+    assert dep.status.observed_generation >= dep.metadata.generation
