@@ -125,6 +125,7 @@ class Lab:
         Deployments: started and stopped by scaling, configured through their env; the prober
         runs inside this process, against the DNS address the environment names."""
         self.scaled: set[str] = set()
+        self.started_at = 0.0
         self._prober: tuple[asyncio.Task[None], asyncio.Event] | None = None
 
     def mark(self, what: str, **extra: Any) -> float:
@@ -134,6 +135,7 @@ class Lab:
         return now
 
     async def __aenter__(self) -> Lab:
+        self.started_at = time.time()
         self.api = await kube_client.api_client(self.cfg.api_kubeconfig)
         self.store = etcd_store.EtcdRecordStore.from_endpoint(self.cfg.dns.etcd_endpoint)
         return self
@@ -269,11 +271,14 @@ class Lab:
         return {n: m.serial for n, (m, _) in (await self.store.markers()).items()}
 
     async def events(self) -> list[dict[str, Any]]:
+        """This run's Events (Events of earlier runs live on in the namespace for an hour)."""
         ev = await client.CoreV1Api(self.api).list_namespaced_event(self.ns)
-        out = [{"time": str(e.last_timestamp or e.event_time), "type": e.type,
+        out = [{"time": str(stamp), "type": e.type,
                 "reason": e.reason, "object": e.involved_object.name,
                 "source": e.source.component if e.source else None, "message": e.message}
-               for e in ev.items]
+               for e in ev.items
+               if (stamp := e.last_timestamp or e.event_time) is not None
+               and stamp.timestamp() >= self.started_at]
         return sorted(out, key=lambda e: e["time"])
 
     async def create_fault(self, name: str, target: str, delay: float,
