@@ -98,3 +98,23 @@ def test_unknown_safeguard_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown safeguard single-writr"):
         Safeguards.parse("fencing,single-writr")
     assert str(Safeguards.parse("on")) == "fencing,protect-active,no-empty,self-heal"
+
+
+async def test_single_writer_makes_the_others_wait_while_one_applies() -> None:
+    rec = stores.MemoryRecordStore()
+    pls = enacting.MemoryPlanStore()
+    lock = enacting.MemoryWriterLock()
+    sg = Safeguards(single_writer=True)
+    b = enacting.Enactor("enactor-b", rec, pls, sg, lock=lock)
+    pls.add(plan(1))
+    assert await lock.acquire("enactor-a") is None  # a is mid-apply (stalled)
+    report = await b.cycle()
+    assert report is not None
+    assert report.skipped == "the writer lease is held by enactor-a"
+    assert (await rec.read(REGIONAL)).marker is None
+    await lock.release("enactor-a")
+    pls.add(plan(2))
+    report = await b.cycle()
+    assert report is not None
+    assert report.complete
+    assert lock.holder is None, "released after the cycle"

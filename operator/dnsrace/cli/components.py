@@ -26,7 +26,7 @@ from dnsrace.core.safeguards import Safeguards
 SafeguardsOpt = Annotated[
     str | None,
     typer.Option("--safeguards", help="off, on, or a comma list of fencing, protect-active, "
-                 "no-empty, self-heal (default: $DNSRACE_SAFEGUARDS, else off)"),
+                 "no-empty, self-heal, single-writer (default: $DNSRACE_SAFEGUARDS, else off)"),
 ]
 
 

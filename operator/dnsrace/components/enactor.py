@@ -26,8 +26,8 @@ from dnsrace.core import enacting, plans
 from dnsrace.core.safeguards import Safeguards
 from dnsrace.dnsstore import etcd as etcd_store
 from dnsrace.kube import client as kube_client
+from dnsrace.kube import leases, reporting
 from dnsrace.kube import plans as kube_plans
-from dnsrace.kube import reporting
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class EnactorController:
         self.core = enacting.Enactor(
             name, self.records, self.plan_store, safeguards,
             keep=cfg.lab.keep, hook=self.faults.hook,
+            lock=leases.KubeWriterLease(api, self.ns, hook=self.faults.hook),
         )
         self.wake = asyncio.Event()
         self.uids: dict[str, str] = {}

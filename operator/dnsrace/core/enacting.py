@@ -91,6 +91,32 @@ class MemoryPlanStore(PlanStore):
         self.plans.pop(serial, None)
 
 
+class WriterLock(abc.ABC):
+    """The single-writer safeguard's lock: one holder at a time, lost when not renewed."""
+
+    @abc.abstractmethod
+    async def acquire(self, holder: str) -> str | None:
+        """Take or renew the lock; None on success, else who holds it."""
+
+    @abc.abstractmethod
+    async def release(self, holder: str) -> None: ...
+
+
+class MemoryWriterLock(WriterLock):
+    def __init__(self) -> None:
+        self.holder: str | None = None
+
+    async def acquire(self, holder: str) -> str | None:
+        if self.holder in (None, holder):
+            self.holder = holder
+            return None
+        return self.holder
+
+    async def release(self, holder: str) -> None:
+        if self.holder == holder:
+            self.holder = None
+
+
 class Result(enum.Enum):
     APPLIED = "Applied"
     UNCHANGED = "Unchanged"
@@ -147,6 +173,7 @@ class Enactor:
         retries: int = 3,
         retry_backoff: float = 0.05,
         hook: Hook = no_fault,
+        lock: WriterLock | None = None,
     ) -> None:
         self.name = name
         self.records = record_store
@@ -156,6 +183,7 @@ class Enactor:
         self.retries = retries
         self.retry_backoff = retry_backoff
         self.hook = hook
+        self.lock = lock or MemoryWriterLock()
         self.last_taken = 0
         """Serial of the last plan this enactor took; it never takes the same plan twice."""
 
@@ -275,19 +303,31 @@ class Enactor:
         if plan is None:
             return None
         report = CycleReport(serial=plan.serial)
+        if self.safeguards.single_writer:
+            holder = await self.lock.acquire(self.name)
+            if holder is not None:
+                report.skipped = f"the writer lease is held by {holder}"
+                return report
+        try:
+            await self._apply(plan, report)
+        finally:
+            if self.safeguards.single_writer:
+                await self.lock.release(self.name)
+        return report
+
+    async def _apply(self, plan: plans.Plan, report: CycleReport) -> None:
         await self.hook("before-apply", None)
         if not await self.newer_than_applied(plan):
             report.skipped = f"plan {plan.serial} is not newer than the applied plan"
-            return report
+            return
         try:
             for endpoint in plan.endpoints:
                 report.outcomes.append(await self.apply_endpoint(plan, endpoint))
         except PlanGone as exc:
             report.skipped = str(exc)
-            return report
+            return
         if report.complete:
             report.cleaned = await self.cleanup(plan)
-        return report
 
     # -- deleting a plan (the finalizer) -----------------------------------------------------
 

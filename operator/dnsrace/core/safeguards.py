@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
-NAMES = ("fencing", "protect-active", "no-empty", "self-heal")
+NAMES = ("fencing", "protect-active", "no-empty", "self-heal", "single-writer")
+ON = NAMES[:4]
+"""What ``on`` switches on; single-writer is optional, as in the design."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +24,9 @@ class Safeguards:
     self_heal: bool = False
     """A missing active plan, or records that no longer match it, lead to a full reconcile of the
     endpoint from the newest plan instead of a blocked enactor."""
+    single_writer: bool = False
+    """Enactors hold one Kubernetes Lease while they apply a plan; the others skip meanwhile.
+    A holder that cannot renew (paused) loses it, so it does not replace fencing."""
 
     @classmethod
     def parse(cls, text: str) -> Safeguards:
@@ -30,7 +35,7 @@ class Safeguards:
         if words in (["off"], ["none"], []):
             return cls()
         if words in (["on"], ["all"]):
-            return cls(True, True, True, True)
+            return cls(**{w.replace("-", "_"): True for w in ON})
         unknown = [w for w in words if w not in NAMES]
         if unknown:
             raise ValueError(
