@@ -57,6 +57,7 @@ class EnactorController:
         )
         self.wake = asyncio.Event()
         self.uids: dict[str, str] = {}
+        self.reported_invalid: set[str] = set()
         self.last_warning: tuple[str, str, float] = ("", "", 0.0)
 
     def register(self, reg: kopf.OperatorRegistry) -> None:
@@ -66,9 +67,12 @@ class EnactorController:
         async def plan_event(event: Mapping[str, Any], body: Mapping[str, Any],
                              **_: Any) -> None:
             meta = body.get("metadata", {})
-            self.uids[meta.get("name", "")] = meta.get("uid", "")
+            name = meta.get("name", "")
+            self.uids[name] = meta.get("uid", "")
             if self.plan_store.observe(event.get("type"), body) is not None:
                 self.wake.set()
+            elif name in self.plan_store.invalid and name not in self.reported_invalid:
+                await self._refuse(name, self.plan_store.invalid[name])
 
         @kopf.on.delete(plans.GROUP, plans.VERSION, plans.PLURAL, registry=reg)
         async def plan_deleted(body: Mapping[str, Any], **_: Any) -> None:
@@ -129,6 +133,19 @@ class EnactorController:
                 await self._event(name, "Warning", reason, message)
         elif phase == "Applied":
             await self._event(name, "Normal", "Applied", message)
+
+    async def _refuse(self, name: str, why: str) -> None:
+        """The controller's own checks, after the CRD's: say why a plan will not be applied."""
+        self.reported_invalid.add(name)
+        log.warning("plan %s refused: %s", name, why)
+        try:
+            await reporting.apply_status(self.api, self.ns, plans.PLURAL, plans.KIND, name,
+                                         self.name, {"conditions": [reporting.condition(
+                                             f"{self.name}.dnsrace.io/Applied", False,
+                                             "InvalidPlan", why)]})
+        except client.ApiException as exc:
+            log.warning("status of %s not written: %s", name, exc.reason)
+        await self._event(name, "Warning", "InvalidPlan", why)
 
     async def _event(self, name: str, type_: str, reason: str, message: str) -> None:
         try:

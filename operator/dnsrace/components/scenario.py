@@ -14,7 +14,6 @@ docs/run-format.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import os
@@ -533,13 +532,4 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
 
 async def _count_nodes(lab: Lab, want: int) -> bool:
     return len(await lbnode.ready_nodes(lab.api, lab.ns)) >= want
-
-
-def stop_all(run_dir: Path) -> None:
-    """Stop whatever a run folder's processes left behind (an interrupted run)."""
-    procs = processes.Processes(run_dir)
-    for managed in procs.all():
-        with contextlib.suppress(ProcessLookupError):
-            procs.stop(managed.name, timeout=5)
-
 

@@ -62,10 +62,6 @@ class PlaneStatus:
     def healthy(self) -> bool:
         return all(c.healthy for c in self.components)
 
-    @property
-    def anything_running(self) -> bool:
-        return any(c.running for c in self.components)
-
 
 def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()

@@ -100,14 +100,6 @@ class Processes:
         self._pid_file(name).write_text(json.dumps(dataclasses.asdict(managed)))
         return managed
 
-    def signal(self, name: str, signum: signal.Signals) -> bool:
-        """Send ``signum`` to the named process if it is ours and alive."""
-        managed = self.get(name)
-        if managed is None or not managed.alive():
-            return False
-        os.kill(managed.pid, signum)
-        return True
-
     def stop(self, name: str, timeout: float = 15.0) -> bool:
         """Stop the named process (SIGTERM, then SIGKILL); True if it was running."""
         managed = self.get(name)
