@@ -92,8 +92,7 @@ class Planner:
     async def plan_once(self) -> plans.Plan | None:
         nodes = await self.nodes()
         NODES.set(sum(1 for n in nodes if n.capacity > 0))
-        probe = planning.make_plan(0, self.endpoints, nodes, ttl=self.cfg.dns.record_ttl)
-        if probe is None:
+        if not any(n.capacity > 0 for n in nodes):
             log.warning("no LB node has capacity: no plan (an empty plan is never written)")
             return None
         await self.faults.hook("plan-create", None)
@@ -101,7 +100,7 @@ class Planner:
             serial = await next_serial(self.api, self.ns)
             plan = planning.make_plan(serial, self.endpoints, nodes,
                                       ttl=self.cfg.dns.record_ttl)
-            assert plan is not None
+            assert plan is not None  # some node has capacity, checked above
             try:
                 await self.store.create(plan, labels={"app.kubernetes.io/managed-by":
                                                       "dnsrace-planner"})
