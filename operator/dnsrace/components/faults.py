@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import random
 import signal
 import subprocess
 import time
@@ -38,6 +39,7 @@ class ActiveFault:
     action: str
     step: str | None
     delay: float
+    jitter: float
     endpoints: frozenset[str]
     count: int | None
     duration: float | None
@@ -54,6 +56,10 @@ class ActiveFault:
         if self.action != "delay" or self.step != step or not self.live():
             return False
         return not self.endpoints or endpoint in self.endpoints
+
+    def sample(self) -> float:
+        """One delay: ``delay`` +/- ``jitter``, uniformly, as netem's delay jitter."""
+        return max(0.0, self.delay + random.uniform(-self.jitter, self.jitter))
 
 
 class FaultTable:
@@ -84,6 +90,7 @@ class FaultTable:
         fault = ActiveFault(
             name=name, action=spec["action"], step=spec.get("step"),
             delay=float(spec.get("delaySeconds", 0)),
+            jitter=float(spec.get("jitterSeconds", 0)),
             endpoints=frozenset(spec.get("endpoints") or ()),
             count=spec.get("count"), duration=spec.get("durationSeconds"),
             injected=known.injected if known else int(status.get("injected", 0)),
@@ -106,7 +113,7 @@ class FaultTable:
                 fault.first = time.monotonic()
             INJECTED.labels(self.component, "delay", step).inc()
             self._report(fault, phase="Active" if fault.live() else "Done")
-            await asyncio.sleep(fault.delay)
+            await asyncio.sleep(fault.sample())
 
     async def _process_fault(self, fault: ActiveFault) -> None:
         fault.injected = 1

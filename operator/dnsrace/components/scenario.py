@@ -62,14 +62,20 @@ class RaceParams:
     """Seconds allowed for convergence once the faults are removed and the planner stops."""
     probe_rate: float = 10.0
 
-    def stall_seconds(self, endpoints: int, plan_period: float, cycle: float) -> float:
-        """Long enough that enactor-a's plan is already more than ``keep`` generations older
-        than the plan the other enactors took at their last cycle start when it writes the
-        regional endpoint: their next clean-up then deletes it, which is the published
-        interleaving. ``cycle`` is one enactor cycle measured before the faults."""
+    def stall_seconds(self, plan_period: float, cycle: float) -> tuple[float, float]:
+        """enactor-a's stall on the regional endpoint, as (centre, jitter).
+
+        The race needs enactor-a's plan to be more than ``keep`` generations older than what
+        the others took at their last cycle start when it writes, yet not deleted yet: an age
+        between about ``keep`` plan periods and that plus one cycle. The plan period moves with
+        load, so one fixed stall can miss that window on every attempt; jitter (as netem's
+        delay jitter) makes successive attempts sample across it. ``cycle`` is one enactor
+        cycle measured under the write delays.
+        """
         if self.stall is not None:
-            return self.stall
-        return self.keep * plan_period + cycle + endpoints * self.write_delay
+            return self.stall, 0.0
+        centre = self.keep * plan_period + cycle / 2
+        return centre, max(0.5, 0.35 * self.keep * plan_period)
 
     @property
     def expect_outage(self) -> bool:
@@ -281,9 +287,11 @@ class Lab:
         return sorted(out, key=lambda e: e["time"])
 
     async def create_fault(self, name: str, target: str, delay: float,
-                           endpoints: list[str] | None = None) -> None:
+                           endpoints: list[str] | None = None, jitter: float = 0.0) -> None:
         spec: dict[str, Any] = {"target": target, "action": "delay", "step": "endpoint-write",
-                                "delaySeconds": delay}
+                                "delaySeconds": round(delay, 3)}
+        if jitter:
+            spec["jitterSeconds"] = round(jitter, 3)
         if endpoints:
             spec["endpoints"] = endpoints
         await client.CustomObjectsApi(self.api).create_namespaced_custom_object(
@@ -377,23 +385,27 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         if not await _wait(regional_answers, 60):
             raise RuntimeError("the regional endpoint never answered during warm-up; "
                                f"see logs in {run_dir}/logs")
-        # The planner's real period (its interval, or its own work when that is longer) sets
-        # how old a plan is after a given stall.
+        # Every enactor's writes get slow first (as Route 53 changes are); the plan period and
+        # the enactors' cycle are then measured under that load, and set how old enactor-a's
+        # plan is after a given stall.
+        lab.mark("slow writes injected", write_delay=params.write_delay)
+        for name in cfg.lab.enactors:
+            await lab.create_fault(f"{name}-slow-writes", name, params.write_delay)
+        await asyncio.sleep(2)
         s0, c0, t0 = await lab.newest_serial(), await lab.cycles(port + 2), time.monotonic()
-        await asyncio.sleep(5)
+        await asyncio.sleep(8)
         s1, c1, t1 = await lab.newest_serial(), await lab.cycles(port + 2), time.monotonic()
         period = (t1 - t0) / max(1, s1 - s0)
-        # Where the enactors' metrics cannot be read, a cycle is taken to be a plan period,
-        # which is what the local runs measure before the faults.
+        # Where the enactors' metrics cannot be read (a cluster), a cycle is taken to be a plan
+        # period, which is what the local runs measure.
         cycle = (t1 - t0) / max(1.0, c1 - c0) if c0 is not None and c1 is not None else period
-        stall = params.stall_seconds(len(lab.endpoints), period, cycle)
+        stall, jitter = params.stall_seconds(period, cycle)
         figures["plan_period"] = round(period, 3)
         figures["enactor_cycle"] = round(cycle, 3)
         figures["stall"] = round(stall, 3)
-        t_fault = lab.mark("faults injected", stall=stall, write_delay=params.write_delay)
-        for name in cfg.lab.enactors:
-            await lab.create_fault(f"{name}-slow-writes", name, params.write_delay)
-        await lab.create_fault("enactor-a-stall", "enactor-a", stall, [lab.regional])
+        figures["stall_jitter"] = round(jitter, 3)
+        t_fault = lab.mark("stall injected", stall=round(stall, 3), jitter=round(jitter, 3))
+        await lab.create_fault("enactor-a-stall", "enactor-a", stall, [lab.regional], jitter)
         serial_at_fault = await lab.newest_serial()
 
         victim = lab.regional
