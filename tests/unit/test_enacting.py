@@ -18,7 +18,7 @@ FIPS = "dynamodb-fips.us-east-1.sim.internal"
 def plan(serial: int) -> plans.Plan:
     return plans.Plan(serial=serial, name=plans.object_name(serial), endpoints=tuple(
         plans.Endpoint(name=n, targets=(plans.Target(f"127.0.10.{1 + serial % 5}", 10),))
-        for n in (REGIONAL, FIPS)))
+        for n in (FIPS, REGIONAL)))  # regional last, as the planner orders it
 
 
 async def interleave(sg: Safeguards) -> tuple[stores.MemoryRecordStore, enacting.Enactor,
@@ -43,7 +43,7 @@ async def interleave(sg: Safeguards) -> tuple[stores.MemoryRecordStore, enacting
     for endpoint in newest.endpoints:
         assert (await b.apply_endpoint(newest, endpoint)).result is enacting.Result.APPLIED
 
-    await a.apply_endpoint(taken, taken.endpoints[0])  # A's stale write of plan 1
+    await a.apply_endpoint(taken, taken.endpoints[-1])  # A's stale write of plan 1
     await b.cleanup(newest)  # ...then B's clean-up: plan 1 is "many generations older"
     return rec, b, pls
 
@@ -88,7 +88,7 @@ async def test_self_heal_rebuilds_from_the_newest_plan() -> None:
     c = enacting.Enactor("enactor-c", rec, pls, Safeguards(self_heal=True), keep=5)
     report = await c.cycle()
     assert report is not None
-    assert report.outcomes[0].result is enacting.Result.HEALED
+    assert report.outcomes[-1].result is enacting.Result.HEALED
     assert (await rec.read(REGIONAL)).marker == stores.ActiveMarker(21, "enactor-c")
 
 

@@ -28,6 +28,7 @@ def print_verdict(v: scenario.Verdict) -> None:
         f"({v.expected})")
     rows = [
         ["time to first empty answer (s)", str(f.get("time_to_first_empty", "-"))],
+        ["enactor-a attempts until then", str(f.get("stall_attempts", "-"))],
         ["longest empty window (s)", str(f.get("longest_empty_window"))],
         ["empty answers / answers", f"{f.get('empty_answers')} / {f.get('answers')}"],
         ["endpoints with empty answers", ", ".join(f.get("endpoints_empty", [])) or "none"],

@@ -2,9 +2,12 @@
 
 Called by ``dnsrace scenario run race`` and by the e2e tests. It only starts components, injects
 Faults and observes; the empty record, the blocked enactors and the stale answers come from the
-components' own logic. The faults are those of the incident: every enactor's endpoint writes are
-a little slow (as Route 53 changes are), and enactor-a stalls on the regional endpoint long enough
-for its plan to become one that clean-up deletes, while the planner keeps producing plans.
+components' own logic. The faults are those of the incident: every enactor's endpoint writes and
+clean-up are a little slow (as Route 53 changes and a clean-up through many plans are), and
+enactor-a stalls before its last endpoint, the regional one, long enough for its plan to become
+one that clean-up deletes, while the planner keeps producing plans. Whether its stale write lands
+inside another enactor's clean-up, and so empties the endpoint, is left to timing: each of
+enactor-a's cycles is one attempt, with a jittered stall.
 
 Local mode: components run as processes of this machine (``python -m dnsrace ...``) against the
 local control plane, with logs and pid files in the run folder. The run folder's format is in
@@ -17,6 +20,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import time
 import urllib.request
@@ -29,11 +33,11 @@ import dns.exception
 import dns.message
 import dns.rcode
 import dns.rdatatype
-from kubernetes_asyncio import client
+from kubernetes_asyncio import client, watch
 
 from dnsrace import settings as settings_mod
 from dnsrace.components import lbnode, prober, repairing
-from dnsrace.core import observations, planning, plans, records
+from dnsrace.core import observations, planning, plans, records, stores
 from dnsrace.core.safeguards import Safeguards
 from dnsrace.dnsstore import etcd as etcd_store
 from dnsrace.kube import client as kube_client
@@ -50,8 +54,11 @@ class RaceParams:
     accounts: int = 8
     write_delay: float = 0.03
     """Every enactor's per-endpoint write latency (a Fault on each)."""
+    cleanup_delay: float = 0.5
+    """Every enactor's clean-up latency (a Fault on each): the time between its last endpoint
+    write and its deletes, which is when a stale write can slip in."""
     stall: float | None = None
-    """enactor-a's extra delay on the regional endpoint; None: keep x interval + one walk."""
+    """enactor-a's extra delay on the regional endpoint; None: derived from measurements."""
     observe: float = 60.0
     """Seconds after the faults within which the empty record must show (safeguards off)."""
     hold: float = 10.0
@@ -62,20 +69,27 @@ class RaceParams:
     """Seconds allowed for convergence once the faults are removed and the planner stops."""
     probe_rate: float = 10.0
 
-    def stall_seconds(self, plan_period: float, cycle: float) -> tuple[float, float]:
-        """enactor-a's stall on the regional endpoint, as (centre, jitter).
+    def stall_seconds(self, lifetime: list[float], to_regional: list[float],
+                      cycle: float) -> tuple[float, float]:
+        """enactor-a's stall before the regional endpoint, as (centre, jitter).
 
-        The race needs enactor-a's plan to be more than ``keep`` generations older than what
-        the others took at their last cycle start when it writes, yet not deleted yet: an age
-        between about ``keep`` plan periods and that plus one cycle. The plan period moves with
-        load, so one fixed stall can miss that window on every attempt; jitter (as netem's
-        delay jitter) makes successive attempts sample across it. ``cycle`` is one enactor
-        cycle measured under the write delays.
+        enactor-a's write must land after the last regional write before the clean-up that
+        deletes its plan, and before that delete: in the last ``win`` seconds of the plan's
+        life, where ``win`` is the clean-up delay, shortened when another enactor's regional
+        write falls inside that clean-up. Both ends are measured under the same slow writes
+        and clean-up, before the stall: ``lifetime`` is each plan's time from creation until
+        its deletion began, ``to_regional`` each applied plan's time from creation to its
+        first regional write (take, walk), and ``cycle`` one enactor cycle. Jitter (as
+        netem's delay jitter) spans the spread of lifetimes, so successive attempts (one per
+        enactor-a cycle) sample across the window even when load moves it.
         """
         if self.stall is not None:
             return self.stall, 0.0
-        centre = self.keep * plan_period + cycle / 2
-        return centre, max(0.5, 0.35 * self.keep * plan_period)
+        d = self.cleanup_delay
+        win = d * (1 - d / (2 * cycle)) if cycle > d else d / 2
+        centre = statistics.median(lifetime) - statistics.median(to_regional) - win / 2
+        q = statistics.quantiles(lifetime, n=5) if len(lifetime) >= 2 else [0.0, 0.0, 0.0, 0.0]
+        return max(0.0, centre), max(0.25, (q[3] - q[0]) / 2)
 
     @property
     def expect_outage(self) -> bool:
@@ -120,7 +134,7 @@ class Lab:
         self.report = report
         self.procs = processes.Processes(run_dir)
         self.endpoints = planning.lab_endpoints(cfg.dns.zone, params.accounts)
-        self.regional = self.endpoints[0]
+        self.regional = planning.regional_endpoint(cfg.dns.zone)
         self.ns = cfg.kube.namespace
         self.api: client.ApiClient
         self.store: etcd_store.EtcdRecordStore
@@ -132,6 +146,12 @@ class Lab:
         self.scaled: set[str] = set()
         self.started_at = 0.0
         self._prober: tuple[asyncio.Task[None], asyncio.Event] | None = None
+        self.lifecycle: dict[int, dict[str, float]] = {}
+        """serial -> when the runner saw the plan appear, its deletion begin, and its first
+        write on the regional endpoint (unix times), from watches."""
+        self._watches: list[asyncio.Task[None]] = []
+        self.regional_writes: list[tuple[float, int, str]] = []
+        """(unix time, serial, enactor) of every active-marker write on the regional endpoint."""
 
     def mark(self, what: str, **extra: Any) -> float:
         now = time.time()
@@ -146,6 +166,9 @@ class Lab:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for task in self._watches:
+            task.cancel()
+        await asyncio.gather(*self._watches, return_exceptions=True)
         await self.stop("prober")
         for name in sorted(self.scaled):  # leave the planner of a cluster stopped
             if name == "planner":
@@ -259,6 +282,52 @@ class Lab:
             await _ignore_404(disc.delete_namespaced_endpoint_slice(item.metadata.name,
                                                                     self.ns))
 
+    def follow_lifecycle(self) -> None:
+        """Start watching plans and regional markers (watches, so no polling load)."""
+        self._watches = [asyncio.create_task(self._watch_plans()),
+                         asyncio.create_task(self._watch_regional())]
+
+    async def _watch_plans(self) -> None:
+        co = client.CustomObjectsApi(self.api)
+        while True:
+            w = watch.Watch()
+            try:
+                async for ev in w.stream(co.list_namespaced_custom_object, plans.GROUP,
+                                         plans.VERSION, self.ns, plans.PLURAL,
+                                         timeout_seconds=600):
+                    obj = ev.get("object")
+                    if not isinstance(obj, dict) or "spec" not in obj:
+                        continue
+                    times = self.lifecycle.setdefault(int(obj["spec"]["serial"]), {})
+                    now = time.time()
+                    times.setdefault("seen", now)
+                    if ev.get("type") == "DELETED" or obj["metadata"].get("deletionTimestamp"):
+                        times.setdefault("deleting", now)
+            except client.ApiException:
+                await asyncio.sleep(0.5)
+            finally:
+                w.stop()
+
+    async def _watch_regional(self) -> None:
+        key = records.active_key(self.regional).encode()
+        events = await self.store.client.watch(key)
+        try:
+            async for event in events:
+                if event.kind == "PUT":
+                    marker = stores.ActiveMarker.decode(event.kv.value)
+                    now = time.time()
+                    self.lifecycle.setdefault(marker.serial, {}).setdefault("regional", now)
+                    self.regional_writes.append((now, marker.serial, marker.enactor))
+        finally:
+            await events.cancel()
+
+    def measured(self, since: float, until: float) -> tuple[list[float], list[float]]:
+        """Plan lifetimes and creation-to-regional-write times of plans seen in the period."""
+        seen = {s: t for s, t in self.lifecycle.items() if since <= t.get("seen", 0) <= until}
+        lifetime = [t["deleting"] - t["seen"] for t in seen.values() if "deleting" in t]
+        regional = [t["regional"] - t["seen"] for t in seen.values() if "regional" in t]
+        return lifetime, regional
+
     async def newest_serial(self) -> int:
         co = client.CustomObjectsApi(self.api)
         items = (await co.list_namespaced_custom_object(
@@ -287,8 +356,9 @@ class Lab:
         return sorted(out, key=lambda e: e["time"])
 
     async def create_fault(self, name: str, target: str, delay: float,
-                           endpoints: list[str] | None = None, jitter: float = 0.0) -> None:
-        spec: dict[str, Any] = {"target": target, "action": "delay", "step": "endpoint-write",
+                           endpoints: list[str] | None = None, jitter: float = 0.0,
+                           step: str = "endpoint-write") -> None:
+        spec: dict[str, Any] = {"target": target, "action": "delay", "step": step,
                                 "delaySeconds": round(delay, 3)}
         if jitter:
             spec["jitterSeconds"] = round(jitter, 3)
@@ -363,6 +433,7 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         figures["endpoints"] = len(lab.endpoints)
         await lab.reset()
         lab.mark("lab reset")
+        lab.follow_lifecycle()
 
         port = 18200  # clear of the local plane's ports (CoreDNS ready is 18181)
         for i in range(cfg.lab.lb_nodes):
@@ -385,68 +456,71 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         if not await _wait(regional_answers, 60):
             raise RuntimeError("the regional endpoint never answered during warm-up; "
                                f"see logs in {run_dir}/logs")
-        # Every enactor's writes get slow first (as Route 53 changes are); the plan period and
-        # the enactors' cycle are then measured under that load, and set how old enactor-a's
-        # plan is after a given stall.
-        lab.mark("slow writes injected", write_delay=params.write_delay)
+        # Every enactor's writes and clean-up get slow first (as Route 53 changes are); the plan
+        # period and the enactors' cycle are then measured under that load, and set how old
+        # enactor-a's plan is after a given stall.
+        lab.mark("slow writes and clean-up injected", write_delay=params.write_delay,
+                 cleanup_delay=params.cleanup_delay)
         for name in cfg.lab.enactors:
             await lab.create_fault(f"{name}-slow-writes", name, params.write_delay)
+            await lab.create_fault(f"{name}-slow-cleanup", name, params.cleanup_delay,
+                                   step="clean-up")
         await asyncio.sleep(2)
         s0, c0, t0 = await lab.newest_serial(), await lab.cycles(port + 2), time.monotonic()
-        await asyncio.sleep(8)
+        w0 = time.time()
+        await asyncio.sleep(10)
         s1, c1, t1 = await lab.newest_serial(), await lab.cycles(port + 2), time.monotonic()
         period = (t1 - t0) / max(1, s1 - s0)
-        # Where the enactors' metrics cannot be read (a cluster), a cycle is taken to be a plan
-        # period, which is what the local runs measure.
-        cycle = (t1 - t0) / max(1.0, c1 - c0) if c0 is not None and c1 is not None else period
-        stall, jitter = params.stall_seconds(period, cycle)
+        # Where the enactors' metrics cannot be read (a cluster), a cycle is taken to be the
+        # clean-up delay plus a walk of one plan period.
+        cycle = ((t1 - t0) / max(1.0, c1 - c0) if c0 is not None and c1 is not None
+                 else params.cleanup_delay + period)
+        # Plans seen in the first 6 s have all been deleted (or not) by the end.
+        lifetime, to_regional = lab.measured(w0, w0 + 6)
+        if len(lifetime) < 3 or not to_regional:
+            raise RuntimeError(f"too few plans measured under the slow writes ({len(lifetime)} "
+                               f"deleted, {len(to_regional)} applied); see {run_dir}/logs")
+        stall, jitter = params.stall_seconds(lifetime, to_regional, cycle)
         figures["plan_period"] = round(period, 3)
         figures["enactor_cycle"] = round(cycle, 3)
+        figures["plan_lifetime_median"] = round(statistics.median(lifetime), 3)
+        figures["plan_to_regional_median"] = round(statistics.median(to_regional), 3)
         figures["stall"] = round(stall, 3)
         figures["stall_jitter"] = round(jitter, 3)
         t_fault = lab.mark("stall injected", stall=round(stall, 3), jitter=round(jitter, 3))
         await lab.create_fault("enactor-a-stall", "enactor-a", stall, [lab.regional], jitter)
         serial_at_fault = await lab.newest_serial()
 
-        victim = lab.regional
+        attempts_at_fault = await lab.cycles(port + 1)
         if params.expect_outage:
-            # enactor-a writes its stale plan to every endpoint after the stall, so the race may
-            # empty any of them; the regional endpoint is the one the stall targets, so it is
-            # judged when it empties within the window, else the first endpoint that did.
-            first_any: tuple[float, str] | None = None
+            # Only enactor-a's regional write is stale (its other endpoints were written while
+            # its plan was new, and overwritten since), so only the regional endpoint can empty.
             judged: float | None = None
             deadline = t_fault + params.observe
             while True:
                 await asyncio.sleep(0.5)
                 summ = lab.observations(since=t_fault)
-                hit = sorted((s.first_empty, n) for n, s in summ.endpoints.items()
-                             if s.first_empty is not None)
-                if hit and first_any is None:
-                    first_any = hit[0]
-                    lab.mark("endpoint empty", endpoint=hit[0][1])
-                regional_hit = [t for t, n in hit if n == lab.regional]
-                if judged is None and regional_hit:
-                    judged, victim = regional_hit[0], lab.regional
+                regional = summ.endpoints.get(lab.regional)
+                if judged is None and regional is not None and regional.first_empty is not None:
+                    judged = regional.first_empty
+                    attempts = await lab.cycles(port + 1)
+                    if attempts is not None and attempts_at_fault is not None:
+                        figures["stall_attempts"] = int(attempts - attempts_at_fault)
                     lab.mark("regional endpoint empty")
-                elif judged is None and first_any and time.time() >= deadline:
-                    judged, victim = first_any
                 if judged is not None and time.time() - judged >= params.hold:
                     break
-                if judged is None and first_any is None and time.time() >= deadline:
+                if judged is None and time.time() >= deadline:
                     break
             figures["time_to_first_empty"] = (round(judged - t_fault, 2)
                                               if judged is not None else None)
         else:
             await asyncio.sleep(params.window)
-        figures["judged_endpoint"] = victim if params.expect_outage else None
         serial_end_of_faults = await lab.newest_serial()
         figures["plans_during_faults"] = serial_end_of_faults - serial_at_fault
         direct_rcode, direct_addrs = await dns_query(cfg, lab.regional)
         figures["direct_query_regional"] = {"rcode": direct_rcode, "addresses": direct_addrs}
-        v_rcode, v_addrs = await dns_query(cfg, victim)
-        figures["direct_query_victim"] = {"endpoint": victim, "rcode": v_rcode,
-                                          "addresses": v_addrs}
-        lab.mark("direct query", endpoint=victim, rcode=v_rcode, addresses=v_addrs)
+        lab.mark("direct query", endpoint=lab.regional, rcode=direct_rcode,
+                 addresses=direct_addrs)
 
         fault_status = await lab.faults()
         await lab.delete_faults()
@@ -485,11 +559,11 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
             t_repair = lab.mark("repair")
             changed = await repairing.repair(cfg)
             figures["repair_changed"] = len(changed)
-            async def victim_answers() -> bool:
-                rcode, addrs = await dns_query(cfg, victim)
+            async def regional_answers_again() -> bool:
+                rcode, addrs = await dns_query(cfg, lab.regional)
                 return rcode == "NOERROR" and bool(addrs)
 
-            restored = await _wait(victim_answers, 20, interval=0.2)
+            restored = await _wait(regional_answers_again, 20, interval=0.2)
             figures["repair_restored"] = restored
             figures["time_to_restore"] = round(time.time() - t_repair, 2) if restored else None
             lab.mark("repaired", changed=len(changed), restored=restored)
@@ -513,15 +587,17 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         (run_dir / "markers.json").write_text(json.dumps(markers, indent=1))
         (run_dir / "faults.json").write_text(json.dumps(fault_status, indent=1))
         (run_dir / "timeline.json").write_text(json.dumps(lab.timeline, indent=1))
+        (run_dir / "lifecycle.json").write_text(json.dumps({
+            "plans": {str(k): v for k, v in sorted(lab.lifecycle.items())},
+            "regional_writes": lab.regional_writes}, indent=1))
 
     if params.expect_outage:
-        expected = ("an endpoint (the regional one is targeted) goes empty, enactors stay "
-                    "blocked, repair restores it")
+        expected = "the regional endpoint goes empty, enactors stay blocked, repair restores it"
         if figures.get("time_to_first_empty") is None:
-            reasons.append(f"no endpoint answered empty within {params.observe}s")
+            reasons.append(f"the regional endpoint did not answer empty within {params.observe}s")
         elif figures["time_to_first_empty"] > params.observe:
             reasons.append("the first empty answer came later than the observation window")
-        if figures["direct_query_victim"]["addresses"]:
+        if figures["direct_query_regional"]["addresses"]:
             reasons.append("an independent query still got addresses at the end of the hold")
         if not figures["blocked"]:
             reasons.append("the enactors were not left blocked")

@@ -2,8 +2,9 @@
 
 Called by ``components.planner`` with the load-balancer nodes it observed (address, readiness,
 reported capacity). One regional plan covers every endpoint so endpoints that share capacity stay
-consistent, as in the published design; the regional endpoint comes first, as the enactors walk
-the plan in order.
+consistent, as in the published design. The enactors walk a plan in order and the regional
+endpoint comes last: in the incident the stalled enactor had been retrying several endpoints when
+it wrote the regional one, so that one write is what held the stale plan when clean-up ran.
 """
 
 from __future__ import annotations
@@ -24,17 +25,22 @@ class Node:
     """Reported spare capacity, 0 to 100; 0 or unreachable means the node takes no traffic."""
 
 
+def regional_endpoint(zone: str) -> str:
+    return f"dynamodb.{REGION}.{zone}"
+
+
 def lab_endpoints(zone: str, accounts: int = 8) -> list[str]:
-    """Regional, FIPS, dual-stack (regional and FIPS) and account-specific endpoints."""
-    names = [
-        f"dynamodb.{REGION}.{zone}",
-        f"dynamodb-fips.{REGION}.{zone}",
-        f"dynamodb.{REGION}.api.{zone}",
-        f"dynamodb-fips.{REGION}.api.{zone}",
-    ]
+    """Account-specific, FIPS, dual-stack (regional and FIPS) and, last, the regional endpoint."""
+    names = []
     for i in range(accounts):
         account = 100000000000 + 7919 * (i + 1)
         names.append(f"{account}.ddb.{REGION}.{zone}")
+    names += [
+        f"dynamodb-fips.{REGION}.{zone}",
+        f"dynamodb.{REGION}.api.{zone}",
+        f"dynamodb-fips.{REGION}.api.{zone}",
+        regional_endpoint(zone),
+    ]
     return names
 
 
