@@ -1,6 +1,10 @@
-"""Delay faults: which steps they match, and their jitter."""
+"""Delay faults: which steps they match, their jitter, and how their status is written."""
 
 from __future__ import annotations
+
+import asyncio
+
+import pytest
 
 from dnsrace.components import faults
 
@@ -28,3 +32,23 @@ def test_matching_by_step_endpoint_and_count() -> None:
     assert not f.matches("clean-up", None)
     f.injected = 1
     assert not f.matches("endpoint-write", "a.sim.internal"), "count exhausted"
+
+
+async def test_status_writes_are_coalesced_and_the_last_count_is_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(faults, "STATUS_INTERVAL", 0.05)
+    table = faults.FaultTable("enactor-a", api=None, namespace="dnsrace")  # type: ignore[arg-type]
+    written: list[tuple[int, str]] = []
+
+    async def record(f: faults.ActiveFault, phase: str) -> None:
+        written.append((f.injected, phase))
+
+    monkeypatch.setattr(table, "_write_status", record)
+    table.faults["f"] = fault(delay=0.0)
+    for _ in range(200):
+        await table.hook("endpoint-write", "a.sim.internal")
+    await asyncio.sleep(0.3)
+    assert written[0] == (1, "Active"), "the first injection is reported at once"
+    assert written[-1] == (200, "Active"), "the last count is always written"
+    assert len(written) <= 3, written

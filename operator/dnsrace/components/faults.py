@@ -29,6 +29,9 @@ from dnsrace.kube import reporting
 
 log = logging.getLogger(__name__)
 
+STATUS_INTERVAL = 1.0
+"""Seconds between two status writes of one Fault; the last state is always written."""
+
 INJECTED = Counter("dnsrace_fault_injections_total", "Faults injected, by step and action",
                    ["component", "action", "step"])
 
@@ -68,7 +71,8 @@ class FaultTable:
         self.api = api
         self.namespace = namespace
         self.faults: dict[str, ActiveFault] = {}
-        self._status_tasks: set[asyncio.Task[None]] = set()
+        self._writers: dict[str, asyncio.Task[None]] = {}
+        self._latest: dict[str, tuple[ActiveFault, str]] = {}
 
     def register(self, reg: kopf.OperatorRegistry) -> None:
         @kopf.on.event("dnsrace.io", "v1alpha1", "faults", registry=reg)
@@ -132,9 +136,29 @@ class FaultTable:
         os.kill(os.getpid(), signal.SIGSTOP)
 
     def _report(self, fault: ActiveFault, phase: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._write_status(fault, phase))
-        self._status_tasks.add(task)
-        task.add_done_callback(self._status_tasks.discard)
+        """Write the Fault's status now, or, while a write is recent, once the interval ends.
+
+        A delay on every endpoint write is injected hundreds of times a minute; one status
+        patch each would load the API server and every watcher with the very events whose
+        timing the lab observes.
+        """
+        self._latest[fault.name] = (fault, phase)
+        if fault.name in self._writers:
+            return
+        task = asyncio.get_running_loop().create_task(self._status_writer(fault.name))
+        self._writers[fault.name] = task
+        task.add_done_callback(lambda _: self._writers.pop(fault.name, None))
+
+    async def _status_writer(self, name: str) -> None:
+        written: tuple[int, str] | None = None
+        while (latest := self._latest.get(name)) is not None:
+            fault, phase = latest
+            if (fault.injected, phase) == written:
+                self._latest.pop(name, None)
+                return
+            written = (fault.injected, phase)
+            await self._write_status(fault, phase)
+            await asyncio.sleep(STATUS_INTERVAL)
 
     async def _write_status(self, fault: ActiveFault, phase: str) -> None:
         status: dict[str, Any] = {"phase": phase, "injected": fault.injected}

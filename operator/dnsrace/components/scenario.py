@@ -491,7 +491,6 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         await lab.create_fault("enactor-a-stall", "enactor-a", stall, [lab.regional], jitter)
         serial_at_fault = await lab.newest_serial()
 
-        attempts_at_fault = await lab.cycles(port + 1)
         if params.expect_outage:
             # Only enactor-a's regional write is stale (its other endpoints were written while
             # its plan was new, and overwritten since), so only the regional endpoint can empty.
@@ -503,9 +502,11 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
                 regional = summ.endpoints.get(lab.regional)
                 if judged is None and regional is not None and regional.first_empty is not None:
                     judged = regional.first_empty
-                    attempts = await lab.cycles(port + 1)
-                    if attempts is not None and attempts_at_fault is not None:
-                        figures["stall_attempts"] = int(attempts - attempts_at_fault)
+                    # Each stall enactor-a served is one attempt (the Fault counts them).
+                    stall_fault = [f for f in await lab.faults()
+                                   if f["name"] == "enactor-a-stall"]
+                    if stall_fault:
+                        figures["stall_attempts"] = stall_fault[0]["status"].get("injected")
                     lab.mark("regional endpoint empty")
                 if judged is not None and time.time() - judged >= params.hold:
                     break

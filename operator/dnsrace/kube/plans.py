@@ -23,17 +23,32 @@ class KubePlanStore(enacting.PlanStore):
         self.cache: dict[int, enacting.StoredPlan] = {}
         self.invalid: dict[str, str] = {}
         """Object name -> why the controller refused it (checks the CRD cannot express)."""
+        self._parsed: dict[tuple[str, int], plans.Plan] = {}
+        """(uid, generation) -> parsed plan: a plan's spec is immutable, and every finalizer
+        and status patch brings the whole object again, so it is parsed once."""
+
+    def _parse(self, body: Mapping[str, Any]) -> plans.Plan:
+        meta = body.get("metadata", {})
+        key = (str(meta.get("uid", "")), int(meta.get("generation") or 0))
+        plan = self._parsed.get(key) if key[0] else None
+        if plan is None:
+            plan = plans.Plan.from_body(body, self.zone)
+            if key[0]:
+                self._parsed[key] = plan
+        return plan
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> plans.Plan | None:
         """Fold one watch event into the cache; returns the parsed plan when it is live."""
-        name = str(body.get("metadata", {}).get("name", ""))
+        meta = body.get("metadata", {})
+        name = str(meta.get("name", ""))
         try:
-            plan = plans.Plan.from_body(body, self.zone)
+            plan = self._parse(body)
         except plans.PlanError as exc:
             self.invalid[name] = str(exc)
             return None
         if event_type == "DELETED":
             self.cache.pop(plan.serial, None)
+            self._parsed.pop((str(meta.get("uid", "")), int(meta.get("generation") or 0)), None)
             return None
         terminating = bool(body.get("metadata", {}).get("deletionTimestamp"))
         self.cache[plan.serial] = enacting.StoredPlan(plan, terminating=terminating)
