@@ -1,7 +1,8 @@
 """A DNS Enactor as a kopf controller: ``dnsrace enactor --name enactor-a``.
 
 It wires ``core.enacting.Enactor`` to the world: DnsPlan watch events feed the plan cache and
-wake the work loop; the DnsPlan finalizer (this enactor's own) removes a deleted plan's records;
+wake the work loop; the DnsPlan finalizer (this enactor's own, added and dropped by server-side
+apply from the same watch events) removes a deleted plan's records;
 Faults aimed at this enactor are injected at its steps. After each cycle it reports what it did:
 its entry in the plan's ``status.enactors``, its own condition, and Events (Warning when
 blocked). Several enactors run side by side with nothing shared but the two stores.
@@ -55,7 +56,10 @@ class EnactorController:
             keep=cfg.lab.keep, hook=self.faults.hook,
             lock=leases.KubeWriterLease(api, self.ns, hook=self.faults.hook),
         )
+        self.finalizer = f"{name}.dnsrace.io/finalizer"
         self.wake = asyncio.Event()
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        """Finalizer work in flight, by plan name: one at a time per plan."""
         self.uids: dict[str, str] = {}
         self.reported_invalid: set[str] = set()
         self.last_warning: tuple[str, str, float] = ("", "", 0.0)
@@ -73,20 +77,53 @@ class EnactorController:
                 self.wake.set()
             elif name in self.plan_store.invalid and name not in self.reported_invalid:
                 await self._refuse(name, self.plan_store.invalid[name])
+            if event.get("type") != "DELETED" and name not in self.plan_store.invalid:
+                self._finalizer_step(name, body)
 
-        @kopf.on.delete(plans.GROUP, plans.VERSION, plans.PLURAL, registry=reg)
-        async def plan_deleted(body: Mapping[str, Any], **_: Any) -> None:
+    def _finalizer_step(self, name: str, body: Mapping[str, Any]) -> None:
+        """Add this enactor's finalizer to a new plan; run it on a plan being deleted."""
+        meta = body.get("metadata", {})
+        mine = self.finalizer in (meta.get("finalizers") or [])
+        deleting = bool(meta.get("deletionTimestamp"))
+        if name in self.tasks or mine != deleting:
+            return
+        work = self._finalize(name, body) if deleting else self._claim(name)
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks[name] = task
+        task.add_done_callback(lambda _: self.tasks.pop(name, None))
+
+    async def _set_finalizer(self, name: str, present: bool) -> None:
+        """Apply this enactor's finalizer entry, retrying API errors while the plan exists."""
+        for attempt in range(1, 6):
             try:
-                plan = plans.Plan.from_body(body, self.cfg.dns.zone)
-            except plans.PlanError:
-                return  # an invalid plan never had records
+                await self.plan_store.set_finalizer(name, self.finalizer, self.name, present)
+                return
+            except client.ApiException as exc:
+                log.warning("finalizer of %s not %s (attempt %d): %s", name,
+                            "added" if present else "removed", attempt, exc.reason)
+                await asyncio.sleep(attempt)
+
+    async def _claim(self, name: str) -> None:
+        await self._set_finalizer(name, present=True)
+
+    async def _finalize(self, name: str, body: Mapping[str, Any]) -> None:
+        """The finalizer: remove the plan's records where it is active, then let it go."""
+        plan = plans.Plan.from_body(body, self.cfg.dns.zone)
+        while True:
             try:
                 removed = await self.core.remove_plan_records(plan)
+                break
             except enacting.StillActive as exc:
-                raise kopf.TemporaryError(f"{exc}; protect-active keeps it", delay=1) from exc
-            if removed:
-                log.warning("plan %s deleted: removed its records from %s", plan.serial,
-                            ", ".join(removed))
+                # protect-active: the plan stays while it is active; look again in a second.
+                log.info("%s; protect-active keeps it", exc)
+                await asyncio.sleep(1)
+                stored = await self.plan_store.get(plan.serial)
+                if stored is None:
+                    return
+        if removed:
+            log.warning("plan %s deleted: removed its records from %s", plan.serial,
+                        ", ".join(removed))
+        await self._set_finalizer(name, present=False)
 
     async def _report(self, report: enacting.CycleReport) -> None:
         name = plans.object_name(report.serial)
@@ -195,6 +232,9 @@ async def run(cfg: settings_mod.Settings, name: str, stop: asyncio.Event) -> Non
         await kopfing.run(reg, name, cfg.kube.namespace, stop, controller.work,
                           cfg.lab.http_port)
     finally:
+        for task in list(controller.tasks.values()):
+            task.cancel()
+        await asyncio.gather(*controller.tasks.values(), return_exceptions=True)
         await controller.records.close()
         await api.close()
 
