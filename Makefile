@@ -11,8 +11,10 @@ UV_DIR := $(DNSRACE_CACHE_DIR)/uv-$(UV_VERSION)
 UV := $(UV_DIR)/bin/uv
 VENV := .venv
 DNSRACE := $(VENV)/bin/dnsrace
-# uv must use the machine's Python, never download one.
-export UV_PYTHON := $(shell command -v $(PYTHON))
+# uv must use the machine's Python, never download one. The interpreter's real path, not a shim
+# (pyenv's): uv replaces an environment whose interpreter is not the requested path, and did so
+# on every make call, under running components.
+export UV_PYTHON := $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 PYTEST_ARGS ?=

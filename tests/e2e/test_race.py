@@ -42,6 +42,8 @@ async def test_safeguards_off_the_regional_record_goes_empty_and_stays_blocked(
     assert victim in f["endpoints_on_deleted_plans"]
     assert f["blocked_warnings"] >= 1
     assert f["blocked"]
+    assert any(c["status"] == "False" and c["reason"] == "ActivePlanMissing"
+               for c in f["conditions_on_newest"]), f["conditions_on_newest"]
     assert f["repair_restored"]
     for name in ("prober.jsonl", "events.json", "plans.json", "markers.json", "faults.json",
                  "timeline.json", "verdict.json"):

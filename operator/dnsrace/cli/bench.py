@@ -17,7 +17,7 @@ from dnsrace.components import bench
 def bench_cmd(
     endpoints: Annotated[int, typer.Option(help="Endpoints per plan")] = 100,
     iterations: Annotated[int, typer.Option(help="Plans created (samples = plans x endpoints)")]
-    = 10,
+    = 30,
     writes: Annotated[int, typer.Option(help="Endpoints written in the write-rate run")] = 2000,
     runs_dir: Annotated[Path, typer.Option(help="Where the enactors' logs go")] = Path("runs"),
 ) -> None:

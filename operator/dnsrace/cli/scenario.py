@@ -28,7 +28,9 @@ def print_verdict(v: scenario.Verdict) -> None:
         f"({v.expected})")
     rows = [
         ["time to first empty answer (s)", str(f.get("time_to_first_empty", "-"))],
-        ["enactor-a attempts until then", str(f.get("stall_attempts", "-"))],
+        ["records removed in the DNS etcd (s after the stall)",
+         str(f.get("time_to_records_removed", "-"))],
+        ["enactor-a stalls served until then", str(f.get("stall_attempts", "-"))],
         ["longest empty window (s)", str(f.get("longest_empty_window"))],
         ["empty answers / answers", f"{f.get('empty_answers')} / {f.get('answers')}"],
         ["endpoints with empty answers", ", ".join(f.get("endpoints_empty", [])) or "none"],
@@ -57,7 +59,15 @@ def run_race(safeguards: str, repeat: int, runs_dir: Path,
         run_dir = runs_dir / f"{stamp}-race-{label}-{i + 1}"
         params = scenario.RaceParams(safeguards=Safeguards.parse(safeguards), stall=stall)
         console.progress(f"run {i + 1}/{repeat}: race with safeguards {safeguards} -> {run_dir}")
-        verdict = asyncio.run(scenario.run_race(cfg, params, run_dir, console.progress))
+        try:
+            verdict = asyncio.run(scenario.run_race(cfg, params, run_dir, console.progress))
+        except RuntimeError as exc:
+            # A run that could not be carried out (the lab did not come up) counts as not as
+            # expected; the series goes on.
+            verdict = scenario.Verdict(
+                safeguards=str(params.safeguards), expected="a run", passed=False,
+                reasons=[f"the run could not be carried out: {exc}"], figures={},
+                run_dir=str(run_dir))
         print_verdict(verdict)
         verdicts.append(verdict)
     return verdicts

@@ -151,6 +151,11 @@ class Lab:
         write on the regional endpoint (unix times), from watches."""
         self._watches: list[asyncio.Task[None]] = []
         self.regional_writes: list[tuple[float, int, str]] = []
+        self.stall_injected = False
+        self.regional_emptied: float | None = None
+        """When the regional endpoint's records were all deleted in the DNS etcd, after the
+        stall was injected."""
+        self.attempts_at_empty: int | None = None
         """(unix time, serial, enactor) of every active-marker write on the regional endpoint."""
 
     def mark(self, what: str, **extra: Any) -> float:
@@ -285,7 +290,8 @@ class Lab:
     def follow_lifecycle(self) -> None:
         """Start watching plans and regional markers (watches, so no polling load)."""
         self._watches = [asyncio.create_task(self._watch_plans()),
-                         asyncio.create_task(self._watch_regional())]
+                         asyncio.create_task(self._watch_regional()),
+                         asyncio.create_task(self._watch_regional_records())]
 
     async def _watch_plans(self) -> None:
         co = client.CustomObjectsApi(self.api)
@@ -318,6 +324,28 @@ class Lab:
                     now = time.time()
                     self.lifecycle.setdefault(marker.serial, {}).setdefault("regional", now)
                     self.regional_writes.append((now, marker.serial, marker.enactor))
+        finally:
+            await events.cancel()
+
+    async def _watch_regional_records(self) -> None:
+        """Note when the regional endpoint's last record is deleted in the DNS etcd (before
+        CoreDNS's cache lets it show) and how many stalls enactor-a had served by then."""
+        prefix = records.record_prefix(self.regional).encode()
+        current = await self.store.client.get_prefix(prefix, keys_only=True)
+        live = {kv.key for kv in current}
+        events = await self.store.client.watch_prefix(
+            prefix, start_revision=current.header.revision + 1)
+        try:
+            async for event in events:
+                if event.kind == "PUT":
+                    live.add(event.kv.key)
+                    continue
+                live.discard(event.kv.key)
+                if not live and self.regional_emptied is None and self.stall_injected:
+                    self.regional_emptied = time.time()
+                    stall = [f for f in await self.faults() if f["name"] == "enactor-a-stall"]
+                    if stall:
+                        self.attempts_at_empty = stall[0]["status"].get("injected")
         finally:
             await events.cancel()
 
@@ -489,6 +517,7 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         figures["stall_jitter"] = round(jitter, 3)
         t_fault = lab.mark("stall injected", stall=round(stall, 3), jitter=round(jitter, 3))
         await lab.create_fault("enactor-a-stall", "enactor-a", stall, [lab.regional], jitter)
+        lab.stall_injected = True
         serial_at_fault = await lab.newest_serial()
 
         if params.expect_outage:
@@ -502,11 +531,6 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
                 regional = summ.endpoints.get(lab.regional)
                 if judged is None and regional is not None and regional.first_empty is not None:
                     judged = regional.first_empty
-                    # Each stall enactor-a served is one attempt (the Fault counts them).
-                    stall_fault = [f for f in await lab.faults()
-                                   if f["name"] == "enactor-a-stall"]
-                    if stall_fault:
-                        figures["stall_attempts"] = stall_fault[0]["status"].get("injected")
                     lab.mark("regional endpoint empty")
                 if judged is not None and time.time() - judged >= params.hold:
                     break
@@ -514,6 +538,10 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
                     break
             figures["time_to_first_empty"] = (round(judged - t_fault, 2)
                                               if judged is not None else None)
+            # Each stall enactor-a served is one attempt (its Fault counts them).
+            figures["stall_attempts"] = lab.attempts_at_empty
+            figures["time_to_records_removed"] = (round(lab.regional_emptied - t_fault, 2)
+                                                  if lab.regional_emptied else None)
         else:
             await asyncio.sleep(params.window)
         serial_end_of_faults = await lab.newest_serial()
@@ -531,6 +559,7 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         figures["newest_serial"] = newest
 
         phases: dict[str, str] = {}
+        conditions: list[dict[str, Any]] = []
 
         async def converged() -> bool:
             marks = await lab.markers()
@@ -541,10 +570,14 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
             phases.clear()
             phases.update({e["name"]: e.get("phase", "")
                            for e in plan.get("status", {}).get("enactors", [])})
+            conditions[:] = [
+                {k: c.get(k) for k in ("type", "status", "reason")}
+                for c in plan.get("status", {}).get("conditions", [])]
             return all(phases.get(n) in ("Applied", "Skipped") for n in cfg.lab.enactors)
 
         figures["converged"] = await _wait(converged, params.settle)
         figures["enactor_phases_on_newest"] = dict(phases)
+        figures["conditions_on_newest"] = list(conditions)
         markers = await lab.markers()
         live = {int(p["spec"]["serial"]) for p in await lab.plan_objects()}
         figures["endpoints_on_deleted_plans"] = sorted(
@@ -602,6 +635,9 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
             reasons.append("an independent query still got addresses at the end of the hold")
         if not figures["blocked"]:
             reasons.append("the enactors were not left blocked")
+        if not any(c["status"] == "False" and c["reason"] == "ActivePlanMissing"
+                   for c in figures["conditions_on_newest"]):
+            reasons.append("no enactor condition on the newest plan says why it is blocked")
         if not figures.get("repair_restored"):
             reasons.append("repair did not restore the regional endpoint")
     else:
