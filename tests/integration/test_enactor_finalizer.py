@@ -159,8 +159,9 @@ async def test_protect_active_holds_the_plan_until_a_newer_one_replaced_it(
     assert held["metadata"].get("deletionTimestamp"), "terminating"
     assert (await dns_store.read(endpoint)).records, "its records are still served"
 
+    newer = plan_body(s7 + 1, endpoint, "127.0.10.8")
     await co.create_namespaced_custom_object(plans.GROUP, plans.VERSION, namespace,
-                                             plans.PLURAL, plan_body(s7 + 1, endpoint, "127.0.10.8"))
+                                             plans.PLURAL, newer)
     await until(lambda: applied(s7 + 1), "the newer plan applied")
 
     async def gone() -> bool:
