@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import typer
 
 from dnsrace.cli import bench, components, demo, local, scenario, setup
@@ -25,4 +27,7 @@ app.command("bench")(bench.bench_cmd)
 
 
 def main() -> None:
+    # SIGTERM ends a command as Ctrl-C does, so the scenario runner, the demo and the benchmark
+    # stop the components they started. The long-running components set their own handlers.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     app()

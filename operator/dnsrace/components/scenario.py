@@ -341,8 +341,15 @@ class Lab:
                     live.add(event.kv.key)
                     continue
                 live.discard(event.kv.key)
-                if not live and self.regional_emptied is None and self.stall_injected:
-                    self.regional_emptied = time.time()
+                if live or self.regional_emptied is not None or not self.stall_injected:
+                    continue
+                # A change deletes the old records before it puts the new ones, in one
+                # transaction whose events arrive one by one: read again to tell a change from
+                # a removal.
+                seen = time.time()
+                if not any(True for _ in await self.store.client.get_prefix(prefix,
+                                                                          keys_only=True)):
+                    self.regional_emptied = seen
                     stall = [f for f in await self.faults() if f["name"] == "enactor-a-stall"]
                     if stall:
                         self.attempts_at_empty = stall[0]["status"].get("injected")
@@ -562,9 +569,6 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         conditions: list[dict[str, Any]] = []
 
         async def converged() -> bool:
-            marks = await lab.markers()
-            if not all(marks.get(e) == newest for e in lab.endpoints):
-                return False
             plan = next((p for p in await lab.plan_objects()
                          if int(p["spec"]["serial"]) == newest), {})
             phases.clear()
@@ -573,6 +577,9 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
             conditions[:] = [
                 {k: c.get(k) for k in ("type", "status", "reason")}
                 for c in plan.get("status", {}).get("conditions", [])]
+            marks = await lab.markers()
+            if not all(marks.get(e) == newest for e in lab.endpoints):
+                return False
             return all(phases.get(n) in ("Applied", "Skipped") for n in cfg.lab.enactors)
 
         figures["converged"] = await _wait(converged, params.settle)
