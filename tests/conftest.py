@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -70,6 +71,20 @@ async def api(cluster: Cluster) -> AsyncIterator[object]:
         yield api_client
     finally:
         await api_client.close()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace of the test's own, deleted after it. DnsPlans left with finalizers (their
+    enactors are stopped by then) get them taken off first, so the namespace can go."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    ns = f"dnsrace-{module.replace('_', '-')[:24]}-{uuid.uuid4().hex[:6]}"
+    assert cluster.kubectl("create", "namespace", ns).returncode == 0
+    yield ns
+    for name in cluster.kubectl("-n", ns, "get", "dnsplans", "-o", "name").stdout.split():
+        cluster.kubectl("-n", ns, "patch", name, "--type=merge",
+                        "-p", '{"metadata":{"finalizers":null}}')
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 
 @pytest.fixture

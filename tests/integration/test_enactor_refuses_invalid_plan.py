@@ -8,24 +8,14 @@ import asyncio
 import os
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from kubernetes_asyncio import client
 
 from dnsrace.core import plans
 from dnsrace.dnsstore import etcd as etcd_store
 from dnsrace.localplane import processes
 from tests.conftest import Cluster
-
-
-@pytest.fixture
-def namespace(cluster: Cluster) -> Iterator[str]:
-    ns = f"dnsrace-refuse-{uuid.uuid4().hex[:6]}"
-    assert cluster.kubectl("create", "namespace", ns).returncode == 0
-    yield ns
-    cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 
 async def test_nested_names_are_refused_with_event_and_condition(

@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 
-import pytest
 from kubernetes_asyncio import client
 
 from dnsrace.kube import leases
-from tests.conftest import Cluster
-
-
-@pytest.fixture
-def namespace(cluster: Cluster) -> Iterator[str]:
-    ns = f"dnsrace-lease-{uuid.uuid4().hex[:6]}"
-    assert cluster.kubectl("create", "namespace", ns).returncode == 0
-    yield ns
-    cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 
 async def test_lease_is_exclusive_and_released(api: client.ApiClient, namespace: str) -> None:

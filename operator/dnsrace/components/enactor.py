@@ -108,7 +108,7 @@ class EnactorController:
 
     async def _finalize(self, name: str, body: Mapping[str, Any]) -> None:
         """The finalizer: remove the plan's records where it is active, then let it go."""
-        plan = plans.Plan.from_body(body, self.cfg.dns.zone)
+        plan = self.plan_store.parse(body)
         while True:
             try:
                 removed = await self.core.remove_plan_records(plan)

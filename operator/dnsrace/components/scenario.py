@@ -88,7 +88,7 @@ class RaceParams:
         d = self.cleanup_delay
         win = d * (1 - d / (2 * cycle)) if cycle > d else d / 2
         centre = statistics.median(lifetime) - statistics.median(to_regional) - win / 2
-        q = statistics.quantiles(lifetime, n=5) if len(lifetime) >= 2 else [0.0, 0.0, 0.0, 0.0]
+        q = statistics.quantiles(lifetime, n=5)
         return max(0.0, centre), max(0.25, (q[3] - q[0]) / 2)
 
     @property
@@ -147,8 +147,8 @@ class Lab:
         self.started_at = 0.0
         self._prober: tuple[asyncio.Task[None], asyncio.Event] | None = None
         self.lifecycle: dict[int, dict[str, float]] = {}
-        """serial -> when the runner saw the plan appear, its deletion begin, and its first
-        write on the regional endpoint (unix times), from watches."""
+        """serial -> when the runner saw the plan appear and its deletion begin (unix times),
+        from a watch."""
         self._watches: list[asyncio.Task[None]] = []
         self.regional_writes: list[tuple[float, int, str]] = []
         self.stall_injected = False
@@ -321,9 +321,7 @@ class Lab:
             async for event in events:
                 if event.kind == "PUT":
                     marker = stores.ActiveMarker.decode(event.kv.value)
-                    now = time.time()
-                    self.lifecycle.setdefault(marker.serial, {}).setdefault("regional", now)
-                    self.regional_writes.append((now, marker.serial, marker.enactor))
+                    self.regional_writes.append((time.time(), marker.serial, marker.enactor))
         finally:
             await events.cancel()
 
@@ -360,7 +358,10 @@ class Lab:
         """Plan lifetimes and creation-to-regional-write times of plans seen in the period."""
         seen = {s: t for s, t in self.lifecycle.items() if since <= t.get("seen", 0) <= until}
         lifetime = [t["deleting"] - t["seen"] for t in seen.values() if "deleting" in t]
-        regional = [t["regional"] - t["seen"] for t in seen.values() if "regional" in t]
+        first_write: dict[int, float] = {}
+        for t, serial, _ in self.regional_writes:
+            first_write.setdefault(serial, t)
+        regional = [first_write[s] - t["seen"] for s, t in seen.items() if s in first_write]
         return lifetime, regional
 
     async def newest_serial(self) -> int:

@@ -27,7 +27,8 @@ class KubePlanStore(enacting.PlanStore):
         """(uid, generation) -> parsed plan: a plan's spec is immutable, and every finalizer
         and status patch brings the whole object again, so it is parsed once."""
 
-    def _parse(self, body: Mapping[str, Any]) -> plans.Plan:
+    def parse(self, body: Mapping[str, Any]) -> plans.Plan:
+        """The plan in ``body``, parsed and checked once per (uid, generation)."""
         meta = body.get("metadata", {})
         key = (str(meta.get("uid", "")), int(meta.get("generation") or 0))
         plan = self._parsed.get(key) if key[0] else None
@@ -42,7 +43,7 @@ class KubePlanStore(enacting.PlanStore):
         meta = body.get("metadata", {})
         name = str(meta.get("name", ""))
         try:
-            plan = self._parse(body)
+            plan = self.parse(body)
         except plans.PlanError as exc:
             self.invalid[name] = str(exc)
             return None
