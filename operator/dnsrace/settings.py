@@ -173,6 +173,88 @@ class Lab:
 
 
 @dataclasses.dataclass(frozen=True)
+class Ddb:
+    """The DynamoDB data path: the backend, the LB nodes' front door, and the clients."""
+
+    backend_host: str = "127.0.0.1"
+    """Where the LB nodes reach DynamoDB Local (``DNSRACE_DDB_BACKEND``, host:port)."""
+
+    backend_port: int = 18000
+
+    backend_start_timeout: float = 60.0
+    """Seconds DynamoDB Local gets to answer its first request (a cold JVM takes a few)."""
+
+    lb_capacity: int = 32
+    """Requests each LB node forwards at once (``DNSRACE_LB_CAPACITY``); more wait."""
+
+    lb_queue: int = 64
+    """Requests that may wait for a slot; beyond it a request is throttled at once."""
+
+    lb_wait: float = 0.5
+    """Longest a request waits for a slot before it is throttled (``DNSRACE_LB_WAIT``, s)."""
+
+    lb_throttle_status: int = 400
+    """400 answers ``ThrottlingException`` as DynamoDB does; 503 answers as an NLB does."""
+
+    lb_upstream_timeout: float = 5.0
+    """Seconds the LB node gives the backend per request before answering 504."""
+
+    endpoint: str = f"dynamodb.us-east-1.{ZONE}"
+    """Name the clients resolve (``DNSRACE_DDB_ENDPOINT``); must be inside the lab zone."""
+
+    client_workers: int = 8
+    """Concurrent workers of ``dnsrace ddb-client`` (``DNSRACE_DDB_WORKERS``)."""
+
+    client_rate: float = 20.0
+    """Requests per second per worker; 0 means as fast as answers come back."""
+
+    write_fraction: float = 0.3
+    """Share of requests that are conditional writes; the rest are reads."""
+
+    table: str = "dnsrace-leases"
+    """Table the clients create when missing and read and write."""
+
+    keys: int = 256
+    """Distinct items the clients spread their requests over."""
+
+    request_timeout: float = 2.0
+    """Client's connect and read timeout per request, in seconds."""
+
+    max_ttl: float = 5.0
+    """Cap on how long a resolved address (and any connection to it) is kept, in seconds."""
+
+    def validate(self, zone: str = ZONE) -> None:
+        """Raise ValueError naming the first bad setting."""
+        name = self.endpoint.rstrip(".").lower()
+        if not (name == zone or name.endswith("." + zone)):
+            raise ValueError(f"ddb.endpoint (DNSRACE_DDB_ENDPOINT) {self.endpoint!r} is outside "
+                             f"the lab zone {zone}")
+        checks = [
+            ("ddb.lb_capacity (DNSRACE_LB_CAPACITY)", self.lb_capacity >= 1, "at least 1"),
+            ("ddb.lb_queue", self.lb_queue >= 0, "0 or more"),
+            ("ddb.lb_wait (DNSRACE_LB_WAIT)", self.lb_wait >= 0, "0 or more seconds"),
+            ("ddb.lb_throttle_status", self.lb_throttle_status in (400, 503), "400 or 503"),
+            ("ddb.lb_upstream_timeout", self.lb_upstream_timeout > 0, "more than 0 seconds"),
+            ("ddb.backend_port", 0 < self.backend_port < 65536, "a TCP port"),
+            ("ddb.client_workers (DNSRACE_DDB_WORKERS)", self.client_workers >= 1,
+             "at least 1"),
+            ("ddb.client_rate", self.client_rate >= 0, "0 or more"),
+            ("ddb.write_fraction", 0.0 <= self.write_fraction <= 1.0, "between 0 and 1"),
+            ("ddb.keys", self.keys >= 1, "at least 1"),
+            ("ddb.request_timeout", self.request_timeout > 0, "more than 0 seconds"),
+            ("ddb.max_ttl", self.max_ttl > 0, "more than 0 seconds"),
+        ]
+        for setting, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{setting} must be {expected}, got "
+                                 f"{getattr(self, setting.split()[0].removeprefix('ddb.'))!r}")
+
+    @property
+    def backend_url(self) -> str:
+        return f"http://{self.backend_host}:{self.backend_port}"
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """The root of all settings."""
 
@@ -182,6 +264,7 @@ class Settings:
     dns: Dns = dataclasses.field(default_factory=Dns)
     kube: Kube = dataclasses.field(default_factory=Kube)
     lab: Lab = dataclasses.field(default_factory=Lab)
+    ddb: Ddb = dataclasses.field(default_factory=Ddb)
 
     @property
     def kubeconfig(self) -> Path:
@@ -219,9 +302,36 @@ class Settings:
             keep=int(env.get("DNSRACE_KEEP") or Lab.keep),
             accounts=int(env.get("DNSRACE_ACCOUNTS") or Lab.accounts),
         )
-        return cls(paths=paths, dns=dns, kube=kube, lab=lab)
+        return cls(paths=paths, dns=dns, kube=kube, lab=lab, ddb=_ddb_from_env(env))
 
     @property
     def external_cluster(self) -> bool:
         """True when the environment points at a cluster dnsrace did not start (e.g. kind)."""
         return self.kube.kubeconfig is not None
+
+
+def _ddb_from_env(env: Mapping[str, str]) -> Ddb:
+    """The ``ddb`` group from ``DNSRACE_DDB_*`` / ``DNSRACE_LB_*``; a value that does not parse
+    is a ValueError naming its variable (validation of the values is ``Ddb.validate``)."""
+
+    def number(var: str, default: float, kind: type[int] | type[float]) -> float:
+        raw = env.get(var)
+        if not raw:
+            return default
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ValueError(f"{var}={raw!r} is not a {kind.__name__}") from None
+
+    backend = env.get("DNSRACE_DDB_BACKEND") or ""
+    host, _, port = backend.rpartition(":")
+    if backend and not (host and port.isdigit()):
+        raise ValueError(f"DNSRACE_DDB_BACKEND={backend!r} must be host:port")
+    return Ddb(
+        backend_host=host or Ddb.backend_host,
+        backend_port=int(port) if backend else Ddb.backend_port,
+        lb_capacity=int(number("DNSRACE_LB_CAPACITY", Ddb.lb_capacity, int)),
+        lb_wait=number("DNSRACE_LB_WAIT", Ddb.lb_wait, float),
+        endpoint=env.get("DNSRACE_DDB_ENDPOINT") or Ddb.endpoint,
+        client_workers=int(number("DNSRACE_DDB_WORKERS", Ddb.client_workers, int)),
+    )
