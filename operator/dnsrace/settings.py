@@ -177,12 +177,17 @@ class Ddb:
     """The DynamoDB data path: the backend, the LB nodes' front door, and the clients."""
 
     backend_host: str = "127.0.0.1"
-    """Where the LB nodes reach DynamoDB Local (``DNSRACE_DDB_BACKEND``, host:port)."""
+    """Where DynamoDB Local listens and the LB nodes reach it (``DNSRACE_DDB_BACKEND``,
+    host:port)."""
 
     backend_port: int = 18000
 
     backend_start_timeout: float = 60.0
     """Seconds DynamoDB Local gets to answer its first request (a cold JVM takes a few)."""
+
+    lb_forward: bool = False
+    """LB nodes forward the DynamoDB API to the backend (``DNSRACE_LB_FORWARD=1``, implied by
+    ``DNSRACE_DDB_BACKEND``); off, they serve ``/health`` only, as before the data path."""
 
     lb_capacity: int = 32
     """Requests each LB node forwards at once (``DNSRACE_LB_CAPACITY``); more wait."""
@@ -327,7 +332,9 @@ def _ddb_from_env(env: Mapping[str, str]) -> Ddb:
     host, _, port = backend.rpartition(":")
     if backend and not (host and port.isdigit()):
         raise ValueError(f"DNSRACE_DDB_BACKEND={backend!r} must be host:port")
+    forward = (env.get("DNSRACE_LB_FORWARD") or "").lower() in ("1", "true", "yes", "on")
     return Ddb(
+        lb_forward=forward or bool(backend),
         backend_host=host or Ddb.backend_host,
         backend_port=int(port) if backend else Ddb.backend_port,
         lb_capacity=int(number("DNSRACE_LB_CAPACITY", Ddb.lb_capacity, int)),

@@ -1,4 +1,5 @@
-"""``dnsrace planner|enactor|prober|lbnode|repair``: run one component in the foreground.
+"""``dnsrace planner|enactor|prober|lbnode|ddb-client|repair``: run one component in the
+foreground.
 
 Each command only parses options, sets up logging and signals, and calls the component's
 ``run``; SIGTERM and SIGINT set the stop flag so the component shuts down cleanly (its
@@ -19,7 +20,7 @@ import typer
 
 from dnsrace import settings as settings_mod
 from dnsrace.cli import console
-from dnsrace.components import enactor, lbnode, planner, prober, repairing
+from dnsrace.components import ddbclient, enactor, lbnode, planner, prober, repairing
 from dnsrace.core import planning
 from dnsrace.core.safeguards import Safeguards
 
@@ -85,22 +86,82 @@ def prober_cmd(
                                    rate, stop, http_port=port))
 
 
+def _with_ddb(cfg: settings_mod.Settings, **changes: Any) -> settings_mod.Settings:
+    """``cfg`` with the given ``ddb`` fields replaced (None leaves a field as it is), validated:
+    a bad value ends the command with the setting's name (exit 2)."""
+    given = {k: v for k, v in changes.items() if v is not None}
+    ddb = dataclasses.replace(cfg.ddb, **given)
+    try:
+        ddb.validate(cfg.dns.zone)
+    except ValueError as exc:
+        console.fail(str(exc), code=2)
+    return dataclasses.replace(cfg, ddb=ddb)
+
+
+def _settings_or_fail() -> settings_mod.Settings:
+    try:
+        return _settings()
+    except ValueError as exc:  # a DNSRACE_* variable that does not parse
+        console.fail(str(exc), code=2)
+        raise  # not reached: fail exits
+
+
 def lbnode_cmd(
     name: Annotated[str, typer.Option("--name", help="lbnode-<n>; serves on 127.0.10.<n+1>")],
+    backend: Annotated[str | None, typer.Option(
+        help="host:port of DynamoDB to forward the DynamoDB API to (default: "
+             "$DNSRACE_DDB_BACKEND; without either, the node serves /health only)")] = None,
+    capacity: Annotated[int | None, typer.Option(
+        help="requests forwarded at once (ddb.lb_capacity)")] = None,
+    wait: Annotated[float | None, typer.Option(
+        help="seconds a request may wait for a slot before it is throttled (ddb.lb_wait)")]
+    = None,
 ) -> None:
     """One load-balancer node: a health endpoint on its own address, registered in the
-    dynamodb-lb Service's EndpointSlices."""
-    cfg = _settings()
+    dynamodb-lb Service's EndpointSlices; with a backend, the DynamoDB service's front door."""
+    cfg = _settings_or_fail()
+    host, port = None, None
+    if backend is not None:
+        host, _, raw_port = backend.rpartition(":")
+        if not host or not raw_port.isdigit():
+            console.fail(f"--backend must be host:port, got {backend!r}", code=2)
+        port = int(raw_port)
+    cfg = _with_ddb(cfg, backend_host=host, backend_port=port, lb_capacity=capacity,
+                    lb_wait=wait, lb_forward=True if backend is not None else None)
     try:
         index = int(name.rsplit("-", 1)[1])
     except (IndexError, ValueError):
         console.fail(f"--name must look like lbnode-<n>, got {name!r}", code=2)
-    if cfg.kube.in_cluster:  # a pod behind the Service: Kubernetes lists it in the slices
-        _serve(lambda stop: lbnode.run(name, index, None, cfg.kube.namespace, stop,
-                                       address="0.0.0.0", register_slice=False))
-    else:
-        _serve(lambda stop: lbnode.run(name, index, cfg.api_kubeconfig, cfg.kube.namespace,
-                                       stop))
+    try:
+        if cfg.kube.in_cluster:  # a pod behind the Service: Kubernetes lists it in the slices
+            _serve(lambda stop: lbnode.run(name, index, None, cfg.kube.namespace, stop,
+                                           address="0.0.0.0", register_slice=False,
+                                           ddb=cfg.ddb))
+        else:
+            _serve(lambda stop: lbnode.run(name, index, cfg.api_kubeconfig,
+                                           cfg.kube.namespace, stop, ddb=cfg.ddb))
+    except lbnode.BackendMissing as exc:
+        console.fail(str(exc))
+
+
+def ddbclient_cmd(
+    out: Annotated[Path, typer.Option(help="JSON-lines file each request is appended to")] =
+    Path("ddb-client.jsonl"),
+    workers: Annotated[int | None, typer.Option(
+        help="concurrent workers (default: ddb.client_workers, $DNSRACE_DDB_WORKERS)")] = None,
+    rate: Annotated[float | None, typer.Option(
+        help="requests per second per worker; 0 is back to back (ddb.client_rate)")] = None,
+    endpoint: Annotated[str | None, typer.Option(
+        help="name to resolve through the lab's CoreDNS; must be in the lab zone "
+             "(ddb.endpoint, $DNSRACE_DDB_ENDPOINT)")] = None,
+    port: Annotated[int, typer.Option(help="the LB nodes' port")] = lbnode.PORT,
+) -> None:
+    """DynamoDB clients (aiobotocore) that resolve the regional endpoint through CoreDNS for
+    every new connection, and record the outcome of every request."""
+    cfg = _with_ddb(_settings_or_fail(), client_workers=workers, client_rate=rate,
+                    endpoint=endpoint)
+    http_port = cfg.lab.http_port or None
+    _serve(lambda stop: ddbclient.run(cfg, out, stop, port=port, http_port=http_port))
 
 
 def repair_cmd() -> None:

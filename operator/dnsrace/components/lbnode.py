@@ -10,6 +10,14 @@ EndpointSlice list/watch (``ready_nodes``) and the capacity with ``node_capacity
 
 The slice is owned by nothing (no ownerReferences): its lifetime is the node process's, which
 is also why it is recreated when it disappears under a running node.
+
+With a backend (``FrontDoor``, ``ddb.lb_forward``) the node is also the DynamoDB service's front
+door: every other request (the DynamoDB JSON API is ``POST /``) is forwarded to DynamoDB Local
+through ``core.admission``: at most ``ddb.lb_capacity`` in flight, then a bounded queue with a
+bounded wait, then throttled (HTTP 400 ``ThrottlingException`` as DynamoDB answers, or 503 as an
+NLB does, ``ddb.lb_throttle_status``); never dropped. A backend that refuses or resets gives
+502, one that does not answer in ``ddb.lb_upstream_timeout`` gives 504: clients class them as
+connect and timeout, not as DNS.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import logging
 import re
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -29,8 +38,11 @@ import prometheus_client
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from dnsrace import settings as settings_mod
 from dnsrace.components import serving
+from dnsrace.core import admission
 from dnsrace.kube import client as kube_client
+from dnsrace.localplane import dynamodb
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +70,31 @@ CAPACITY = prometheus_client.Gauge(
 HEALTH_REQUESTS = prometheus_client.Counter(
     "dnsrace_lbnode_health_requests_total", "GET /health requests served.", ["node"],
 )
+DDB_REQUESTS = prometheus_client.Counter(
+    "dnsrace_lbnode_ddb_requests_total",
+    "DynamoDB API requests by what the node did: forwarded, throttled, backend_error, "
+    "backend_timeout.", ["node", "result"],
+)
+IN_FLIGHT = prometheus_client.Gauge(
+    "dnsrace_lbnode_ddb_in_flight", "DynamoDB requests being forwarded now.", ["node"],
+)
+WAITING = prometheus_client.Gauge(
+    "dnsrace_lbnode_ddb_waiting", "DynamoDB requests waiting for a slot now.", ["node"],
+)
+ADMISSION_WAIT = prometheus_client.Histogram(
+    "dnsrace_lbnode_ddb_admission_wait_seconds",
+    "Time a DynamoDB request waited for a slot (admitted or throttled).", ["node"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+THROTTLE_TYPE = "com.amazonaws.dynamodb.v20120810#ThrottlingException"
+AMZ_JSON = "application/x-amz-json-1.0"
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+    "transfer-encoding", "upgrade", "content-length", "host",
+})
+"""Headers that belong to one connection, not to the request (RFC 9110 7.6.1), plus the
+length and host the forwarding connection sets itself."""
 
 
 def address_for(index: int) -> str:
@@ -245,8 +282,137 @@ async def node_capacity(address: str, port: int = PORT, timeout: float = 1.0) ->
         return None
 
 
-def make_app(node: str, index: int, address: str) -> web.Application:
-    """``/health`` (the planner's view of the node) plus ``/healthz`` and ``/metrics``."""
+class BackendMissing(RuntimeError):
+    """The configured backend did not answer at start-up; the message names the setting."""
+
+
+class FrontDoor:
+    """Forwards DynamoDB API requests to the backend under ``core.admission``'s limits.
+
+    The admission decisions are the pure ``Admission``'s; this class only turns a WAIT into an
+    awaited future that ``release`` completes (or the deadline ends), and does the HTTP.
+    """
+
+    def __init__(self, node: str, ddb: settings_mod.Ddb,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.node = node
+        self.backend_url = ddb.backend_url
+        self.throttle_status = ddb.lb_throttle_status
+        self.upstream_timeout = ddb.lb_upstream_timeout
+        self.admission = admission.Admission(
+            admission.Limits(capacity=ddb.lb_capacity, queue=ddb.lb_queue, wait=ddb.lb_wait))
+        self.clock = clock
+        self._granted: dict[int, asyncio.Future[None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self, wait: float) -> None:
+        """Open the backend session and wait up to ``wait`` s for the backend to answer."""
+        deadline = time.monotonic() + wait
+        while not await dynamodb.ping(self.backend_url, timeout=1.0):
+            if time.monotonic() > deadline:
+                raise BackendMissing(
+                    f"LB node {self.node}: no DynamoDB backend answers at {self.backend_url} "
+                    f"(ddb.backend_host/backend_port, DNSRACE_DDB_BACKEND) after {wait:.0f}s")
+            await asyncio.sleep(0.2)
+        connector = aiohttp.TCPConnector(limit=self.admission.limits.capacity)
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=self.upstream_timeout))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _gauges(self) -> None:
+        IN_FLIGHT.labels(self.node).set(self.admission.in_flight)
+        WAITING.labels(self.node).set(self.admission.waiting)
+
+    async def acquire(self) -> bool:
+        """True with a slot held (the caller must ``release``), False when throttled."""
+        started = self.clock()
+        verdict, waiter = self.admission.try_acquire(started)
+        if verdict is admission.Verdict.ADMIT or waiter is None:
+            self._gauges()
+            return verdict is admission.Verdict.ADMIT
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._granted[waiter.ticket] = granted
+        self._gauges()
+        try:
+            await asyncio.wait_for(asyncio.shield(granted), max(0.0, waiter.deadline - started))
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:  # the client went away while waiting
+            self.admission.abandon(waiter)
+            if granted.done():
+                self.release()
+            raise
+        finally:
+            del self._granted[waiter.ticket]
+            ADMISSION_WAIT.labels(self.node).observe(self.clock() - started)
+        # The slot may have been handed over just as the wait ran out: then it is ours.
+        self.admission.abandon(waiter)
+        self._gauges()
+        return granted.done()
+
+    def release(self) -> None:
+        now = self.clock()
+        while True:
+            waiter = self.admission.release(now)
+            if waiter is None:
+                break
+            granted = self._granted.get(waiter.ticket)
+            if granted is not None and not granted.done():
+                granted.set_result(None)
+                break
+            # Its coroutine already gave up (deadline or cancel): pass the slot on again.
+        self._gauges()
+
+    def _throttled(self) -> web.Response:
+        DDB_REQUESTS.labels(self.node, "throttled").inc()
+        if self.throttle_status == 503:  # an NLB's overload answer carries no DynamoDB body
+            return web.Response(status=503, text="Service Unavailable")
+        body = {"__type": THROTTLE_TYPE,
+                "message": f"Rate of requests exceeds the capacity of LB node {self.node}"}
+        return web.Response(status=400, body=json.dumps(body), content_type=AMZ_JSON)
+
+    def _error(self, status: int, kind: str, message: str) -> web.Response:
+        body = {"__type": f"com.dnsrace.lbnode#{kind}", "message": message}
+        return web.Response(status=status, body=json.dumps(body), content_type=AMZ_JSON)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self._session is None:
+            raise RuntimeError("FrontDoor.start was not awaited")
+        body = await request.read()
+        if not await self.acquire():
+            return self._throttled()
+        try:
+            headers = {k: v for k, v in request.headers.items()
+                       if k.lower() not in HOP_BY_HOP}
+            try:
+                async with self._session.request(
+                        request.method, self.backend_url + request.path_qs, data=body,
+                        headers=headers) as upstream:
+                    data = await upstream.read()
+                    out = {k: v for k, v in upstream.headers.items()
+                           if k.lower() not in HOP_BY_HOP}
+                    DDB_REQUESTS.labels(self.node, "forwarded").inc()
+                    return web.Response(status=upstream.status, body=data, headers=out)
+            except TimeoutError:
+                DDB_REQUESTS.labels(self.node, "backend_timeout").inc()
+                return self._error(504, "BackendTimeout",
+                                   f"{self.backend_url} did not answer in "
+                                   f"{self.upstream_timeout}s")
+            except aiohttp.ClientError as exc:
+                DDB_REQUESTS.labels(self.node, "backend_error").inc()
+                return self._error(502, "BackendUnreachable", f"{self.backend_url}: {exc!r}")
+        finally:
+            self.release()
+
+
+def make_app(node: str, index: int, address: str,
+             front: FrontDoor | None = None) -> web.Application:
+    """``/health`` (the planner's view of the node) plus ``/healthz`` and ``/metrics``; with a
+    ``front`` door every other path is the DynamoDB API, forwarded to the backend."""
 
     async def health(_: web.Request) -> web.Response:
         capacity = capacity_at(index, time.time())
@@ -257,22 +423,42 @@ def make_app(node: str, index: int, address: str) -> web.Application:
 
     app = serving.make_app()
     app.router.add_get("/health", health)
+    if front is not None:
+        app.router.add_route("*", "/{tail:.*}", front.handle)
     return app
 
 
 async def run(name: str, index: int, kubeconfig: Path | None, namespace: str,
               stop: asyncio.Event, port: int = PORT, *, address: str | None = None,
-              resync: float = RESYNC_SECONDS, register_slice: bool = True) -> None:
+              resync: float = RESYNC_SECONDS, register_slice: bool = True,
+              ddb: settings_mod.Ddb | None = None) -> None:
     """Serve node ``name`` and keep it registered until ``stop`` is set, then deregister it.
 
     ``address`` overrides ``address_for(index)`` (in a pod, the pod's IP). The server listens
     before the slice is written, so the planner never sees a node that cannot answer yet.
     Without ``register_slice`` (in a pod, where the endpointslice controller lists ready pods
-    and the node has no API token) it only serves.
+    and the node has no API token) it only serves. With ``ddb.lb_forward`` it also forwards the
+    DynamoDB API, after the backend has answered (``BackendMissing`` if it does not within
+    ``ddb.backend_start_timeout``).
     """
     address = address or address_for(index)
+    front: FrontDoor | None = None
+    if ddb is not None and ddb.lb_forward:
+        front = FrontDoor(name, ddb)
+        await front.start(ddb.backend_start_timeout)
+    try:
+        await _run(name, index, kubeconfig, namespace, stop, port, address, resync,
+                   register_slice, front)
+    finally:
+        if front is not None:
+            await front.close()
+
+
+async def _run(name: str, index: int, kubeconfig: Path | None, namespace: str,
+               stop: asyncio.Event, port: int, address: str, resync: float,
+               register_slice: bool, front: FrontDoor | None) -> None:
     if not register_slice:
-        server = await serving.serve(address, port, app=make_app(name, index, address))
+        server = await serving.serve(address, port, app=make_app(name, index, address, front))
         try:
             await stop.wait()
         finally:
@@ -282,7 +468,7 @@ async def run(name: str, index: int, kubeconfig: Path | None, namespace: str,
     runner: web.AppRunner | None = None
     registered = False
     try:
-        runner = await serving.serve(address, port, app=make_app(name, index, address))
+        runner = await serving.serve(address, port, app=make_app(name, index, address, front))
         await ensure_service(api, namespace)
         await register(api, namespace, name, address, port)
         registered = True
