@@ -6,17 +6,19 @@ import time
 
 from dnsrace import settings as settings_mod
 from dnsrace.cli import console
-from dnsrace.localplane import binaries
+from dnsrace.localplane import binaries, dynamodb
 
 
 def setup() -> None:
     """Build (or reuse) kube-apiserver, kube-controller-manager, kubectl, etcd and CoreDNS,
-    pinned by version, in the cache folder ($DNSRACE_CACHE_DIR, else $XDG_CACHE_HOME/dnsrace)."""
+    pinned by version, and fetch DynamoDB Local, in the cache folder ($DNSRACE_CACHE_DIR, else
+    $XDG_CACHE_HOME/dnsrace)."""
     cfg = settings_mod.Settings.from_env()
     started = time.monotonic()
     console.progress(f"binaries cache: {cfg.paths.cache_dir}")
     try:
         found = binaries.ensure_all(cfg, console.progress)
+        found.paths[dynamodb.LAUNCHER] = dynamodb.ensure(cfg, console.progress)
     except binaries.SetupError as exc:
         console.fail(str(exc))
     for name, path in sorted(found.paths.items()):
