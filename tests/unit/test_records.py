@@ -13,10 +13,19 @@ def test_name_path_reverses_labels() -> None:
     assert records.record_key("A.sim.internal", "p3-0") == "/skydns/internal/sim/a/p3-0"
 
 
-def test_active_marker_lives_outside_the_skydns_tree() -> None:
-    key = records.active_key("dynamodb.us-east-1.sim.internal")
-    assert key == "/dnsrace/active/dynamodb.us-east-1.sim.internal"
+def test_active_marker_lives_outside_the_skydns_tree_in_its_scope() -> None:
+    key = records.active_key("dynamodb.us-east-1.sim.internal", "lab-a")
+    assert key == "/dnsrace/active/lab-a/dynamodb.us-east-1.sim.internal"
     assert not key.startswith(records.SKYDNS_PREFIX)
+    assert records.parse_active_key(key) == ("lab-a", "dynamodb.us-east-1.sim.internal")
+    with pytest.raises(ValueError, match="scope"):
+        records.active_key("x.sim.internal", "a/b")
+
+
+def test_record_keys_parse_back_to_name_and_leaf() -> None:
+    key = records.record_key("dynamodb.us-east-1.sim.internal", "p3-0")
+    assert records.parse_record_key(key) == ("dynamodb.us-east-1.sim.internal", "p3-0")
+    assert records.parse_record_key("/dnsrace/active/lab/x") is None
 
 
 def test_record_round_trip_is_the_coredns_json_shape() -> None:

@@ -13,6 +13,7 @@ import typer
 from dnsrace import settings as settings_mod
 from dnsrace.cli import console
 from dnsrace.components import scenario
+from dnsrace.core import verdicts
 from dnsrace.core.safeguards import Safeguards
 
 app = typer.Typer(help="Scenarios: start the lab, inject faults, observe, judge.",
@@ -27,15 +28,23 @@ def print_verdict(v: scenario.Verdict) -> None:
         f"[{colour}]{'as expected' if v.passed else 'NOT as expected'}[/{colour}] "
         f"({v.expected})")
     rows = [
-        ["time to first empty answer (s)", str(f.get("time_to_first_empty", "-"))],
+        ["time to first NXDOMAIN/NODATA answer (s after the stall)",
+         str(f.get("time_to_first_empty", "-"))],
         ["records removed in the DNS etcd (s after the stall)",
          str(f.get("time_to_records_removed", "-"))],
         ["enactor-a stalls served until then", str(f.get("stall_attempts", "-"))],
-        ["longest empty window (s)", str(f.get("longest_empty_window"))],
-        ["empty answers / answers", f"{f.get('empty_answers')} / {f.get('answers')}"],
+        ["regional NXDOMAIN/NODATA window (s)", str(f.get("regional_empty_window"))],
+        ["empty answers / answers (expected)",
+         f"{f.get('empty_answers')} / {f.get('answers')} ({f.get('answers_expected')})"],
+        ["  of which SERVFAIL or timeout", str(f.get("failed_answers"))],
         ["endpoints with empty answers", ", ".join(f.get("endpoints_empty", [])) or "none"],
-        ["stale regressions", str(f.get("stale_regressions"))],
+        ["endpoints emptied in the store", ", ".join(f.get("store_endpoints_emptied", []))
+         or "none"],
+        ["stale regressions: through CoreDNS / in the store",
+         f"{f.get('stale_regressions')} / {f.get('store_regressions')}"],
         ["plans created under the faults", str(f.get("plans_during_faults"))],
+        ["faults injected", ", ".join(f"{k} {v}" for k, v in
+                                      (f.get("fault_injections") or {}).items()) or "none"],
         ["independent query of regional", json.dumps(f.get("direct_query_regional"))],
         ["endpoints on deleted plans", ", ".join(f.get("endpoints_on_deleted_plans", []))
          or "none"],
@@ -95,4 +104,26 @@ def run(
     passed = sum(v.passed for v in verdicts)
     console.console.print(f"\n{passed}/{len(verdicts)} runs as expected")
     if passed != len(verdicts):
+        raise typer.Exit(1)
+
+
+@app.command("judge")
+def judge(
+    run_dirs: Annotated[list[Path], typer.Argument(
+        help="Run folders (runs/<stamp>-race-<safeguards>-<n>)", exists=True, file_okay=False)],
+) -> None:
+    """Judge recorded race runs again from their folders alone, and sum a series up.
+
+    Prints each verdict and, for several, the series' figures (medians and ranges) that
+    docs/benchmarks.md quotes; exit 1 when any run is not as expected.
+    """
+    judged = [verdicts.judge(verdicts.RunRecord.load(d), str(d)) for d in run_dirs]
+    for v in judged:
+        print_verdict(v)
+    if len(judged) > 1:
+        console.table("series", ["figure", "value"], [
+            [k, v] for k, v in verdicts.series(judged).items()])
+    passed = sum(v.passed for v in judged)
+    console.console.print(f"\n{passed}/{len(judged)} runs as expected")
+    if passed != len(judged):
         raise typer.Exit(1)

@@ -69,7 +69,7 @@ async def plan_to_answer(cfg: settings_mod.Settings, run_dir: Path, report: Repo
         store = kube_plans.KubePlanStore(lab.api, lab.ns, cfg.dns.zone)
         serial = await lab.newest_serial() + 1000
         await asyncio.sleep(8)  # enactors' watches up (kopf start-up)
-        prefix = (records.ACTIVE_PREFIX + "/").encode()
+        prefix = records.active_prefix(lab.ns).encode()
         for it in range(iterations):
             serial += 1
             plan = _bench_plan(serial, f"b{uuid.uuid4().hex[:6]}", endpoints)
@@ -118,7 +118,7 @@ async def plan_to_answer(cfg: settings_mod.Settings, run_dir: Path, report: Repo
 
 async def enactor_writes(cfg: settings_mod.Settings, endpoints: int = 2000) -> float:
     """Endpoint writes per second of one enactor, against the real DNS etcd."""
-    store = etcd_store.EtcdRecordStore.from_endpoint(cfg.dns.etcd_endpoint)
+    store = etcd_store.EtcdRecordStore.from_endpoint(cfg.dns.etcd_endpoint, scope="bench")
     try:
         plan_store = enacting.MemoryPlanStore()
         plan = _bench_plan(1, f"w{uuid.uuid4().hex[:6]}", endpoints)
@@ -131,6 +131,7 @@ async def enactor_writes(cfg: settings_mod.Settings, endpoints: int = 2000) -> f
                 raise RuntimeError(f"{endpoint.name}: {outcome}")
         rate = endpoints / (time.monotonic() - started)
         await store.delete_prefix(records.name_path(f"bench.{settings_mod.ZONE}") + "/")
+        await store.delete_prefix(records.active_prefix("bench"))
         return rate
     finally:
         await store.close()

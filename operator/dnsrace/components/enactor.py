@@ -49,7 +49,8 @@ class EnactorController:
         self.api = api
         self.ns = cfg.kube.namespace
         self.plan_store = kube_plans.KubePlanStore(api, self.ns, cfg.dns.zone)
-        self.records = etcd_store.EtcdRecordStore.from_endpoint(cfg.dns.etcd_endpoint)
+        self.records = etcd_store.EtcdRecordStore.from_endpoint(cfg.dns.etcd_endpoint,
+                                                                   scope=self.ns)
         self.faults = faults.FaultTable(name, api, self.ns)
         self.core = enacting.Enactor(
             name, self.records, self.plan_store, safeguards,

@@ -17,7 +17,8 @@ from dnsrace.kube import reporting
 
 async def repair(cfg: settings_mod.Settings) -> list[tuple[str, int | None, int]]:
     api = await kube_client.api_client(cfg.api_kubeconfig)
-    records = etcd_store.EtcdRecordStore.from_endpoint(cfg.dns.etcd_endpoint)
+    records = etcd_store.EtcdRecordStore.from_endpoint(cfg.dns.etcd_endpoint,
+                                                       scope=cfg.kube.namespace)
     try:
         store = kube_plans.KubePlanStore(api, cfg.kube.namespace, cfg.dns.zone)
         await store.load()

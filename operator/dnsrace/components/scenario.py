@@ -37,9 +37,10 @@ from kubernetes_asyncio import client, watch
 
 from dnsrace import settings as settings_mod
 from dnsrace.components import lbnode, prober, repairing
-from dnsrace.core import observations, planning, plans, records, stores
+from dnsrace.core import observations, planning, plans, records, verdicts
 from dnsrace.core.safeguards import Safeguards
 from dnsrace.dnsstore import etcd as etcd_store
+from dnsrace.dnsstore import recorder as store_recorder
 from dnsrace.kube import client as kube_client
 from dnsrace.localplane import processes
 
@@ -92,21 +93,11 @@ class RaceParams:
         return max(0.0, centre), max(0.25, (q[3] - q[0]) / 2)
 
     @property
-    def expect_outage(self) -> bool:
-        return not self.safeguards.names()
+    def expectation(self) -> verdicts.Expectation:
+        return verdicts.expectation(self.safeguards)
 
 
-@dataclasses.dataclass
-class Verdict:
-    safeguards: str
-    expected: str
-    passed: bool
-    reasons: list[str]
-    figures: dict[str, Any]
-    run_dir: str
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+Verdict = verdicts.Verdict
 
 
 async def dns_query(cfg: settings_mod.Settings, name: str) -> tuple[str, list[str]]:
@@ -150,13 +141,10 @@ class Lab:
         """serial -> when the runner saw the plan appear and its deletion begin (unix times),
         from a watch."""
         self._watches: list[asyncio.Task[None]] = []
-        self.regional_writes: list[tuple[float, int, str]] = []
-        self.stall_injected = False
-        self.regional_emptied: float | None = None
-        """When the regional endpoint's records were all deleted in the DNS etcd, after the
-        stall was injected."""
+        self.recorder: store_recorder.StoreRecorder | None = None
+        """Every transaction on the lab's keys in the DNS etcd (``store.jsonl``)."""
         self.attempts_at_empty: int | None = None
-        """(unix time, serial, enactor) of every active-marker write on the regional endpoint."""
+        """enactor-a's stalls served when the regional records were first removed."""
 
     def mark(self, what: str, **extra: Any) -> float:
         now = time.time()
@@ -167,13 +155,15 @@ class Lab:
     async def __aenter__(self) -> Lab:
         self.started_at = time.time()
         self.api = await kube_client.api_client(self.cfg.api_kubeconfig)
-        self.store = etcd_store.EtcdRecordStore.from_endpoint(self.cfg.dns.etcd_endpoint)
+        self.store = etcd_store.EtcdRecordStore.from_endpoint(self.cfg.dns.etcd_endpoint,
+                                                              scope=self.ns)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         for task in self._watches:
             task.cancel()
         await asyncio.gather(*self._watches, return_exceptions=True)
+        await self.stop_recorder()
         await self.stop("prober")
         for name in sorted(self.scaled):  # leave the planner of a cluster stopped
             if name == "planner":
@@ -277,7 +267,7 @@ class Lab:
             await _ignore_404(co.delete_namespaced_custom_object(
                 plans.GROUP, plans.VERSION, self.ns, plans.PLURAL, name))
         await self.store.delete_prefix(records.name_path(self.cfg.dns.zone) + "/")
-        await self.store.delete_prefix(records.ACTIVE_PREFIX + "/")
+        await self.store.delete_prefix(records.active_prefix(self.ns))
         if self.cluster:
             return  # the endpointslice controller owns the LB Service's slices there
         disc = client.DiscoveryV1Api(self.api)
@@ -287,11 +277,27 @@ class Lab:
             await _ignore_404(disc.delete_namespaced_endpoint_slice(item.metadata.name,
                                                                     self.ns))
 
-    def follow_lifecycle(self) -> None:
-        """Start watching plans and regional markers (watches, so no polling load)."""
-        self._watches = [asyncio.create_task(self._watch_plans()),
-                         asyncio.create_task(self._watch_regional()),
-                         asyncio.create_task(self._watch_regional_records())]
+    async def follow_lifecycle(self) -> None:
+        """Start recording the DNS store and watching plans (watches, so no polling load)."""
+        self.recorder = store_recorder.StoreRecorder(self.store, self.cfg.dns.zone, self.ns,
+                                                     self.run_dir / "store.jsonl")
+        await self.recorder.start()
+        self._watches = [asyncio.create_task(self._watch_plans())]
+
+    async def stop_recorder(self) -> None:
+        if self.recorder is not None:
+            await self.recorder.stop()
+
+    @property
+    def regional_writes(self) -> list[tuple[float, int, str]]:
+        """(unix time, serial, enactor) of every active-marker write on the regional endpoint."""
+        if self.recorder is None:
+            return []
+        return [(w.t, w.serial, w.enactor) for w in self.recorder.state.writes
+                if w.name == self.regional]
+
+    def regional_empty_in_store(self) -> bool:
+        return self.recorder is not None and self.regional in self.recorder.state.open
 
     async def _watch_plans(self) -> None:
         co = client.CustomObjectsApi(self.api)
@@ -313,46 +319,6 @@ class Lab:
                 await asyncio.sleep(0.5)
             finally:
                 w.stop()
-
-    async def _watch_regional(self) -> None:
-        key = records.active_key(self.regional).encode()
-        events = await self.store.client.watch(key)
-        try:
-            async for event in events:
-                if event.kind == "PUT":
-                    marker = stores.ActiveMarker.decode(event.kv.value)
-                    self.regional_writes.append((time.time(), marker.serial, marker.enactor))
-        finally:
-            await events.cancel()
-
-    async def _watch_regional_records(self) -> None:
-        """Note when the regional endpoint's last record is deleted in the DNS etcd (before
-        CoreDNS's cache lets it show) and how many stalls enactor-a had served by then."""
-        prefix = records.record_prefix(self.regional).encode()
-        current = await self.store.client.get_prefix(prefix, keys_only=True)
-        live = {kv.key for kv in current}
-        events = await self.store.client.watch_prefix(
-            prefix, start_revision=current.header.revision + 1)
-        try:
-            async for event in events:
-                if event.kind == "PUT":
-                    live.add(event.kv.key)
-                    continue
-                live.discard(event.kv.key)
-                if live or self.regional_emptied is not None or not self.stall_injected:
-                    continue
-                # A change deletes the old records before it puts the new ones, in one
-                # transaction whose events arrive one by one: read again to tell a change from
-                # a removal.
-                seen = time.time()
-                if not any(True for _ in await self.store.client.get_prefix(prefix,
-                                                                          keys_only=True)):
-                    self.regional_emptied = seen
-                    stall = [f for f in await self.faults() if f["name"] == "enactor-a-stall"]
-                    if stall:
-                        self.attempts_at_empty = stall[0]["status"].get("injected")
-        finally:
-            await events.cancel()
 
     def measured(self, since: float, until: float) -> tuple[list[float], list[float]]:
         """Plan lifetimes and creation-to-regional-write times of plans seen in the period."""
@@ -434,10 +400,11 @@ class Lab:
             await _ignore_404(client.CustomObjectsApi(self.api).delete_namespaced_custom_object(
                 "dnsrace.io", "v1alpha1", self.ns, "faults", fault["name"]))
 
-    def observations(self, since: float | None = None) -> observations.Summary:
+    def observations(self, since: float | None = None,
+                     failures_are_empty: bool = True) -> observations.Summary:
         path = self.run_dir / "prober.jsonl"
         data = observations.load(path) if path.exists() else []
-        return observations.analyze(data, since=since)
+        return observations.analyze(data, since=since, failures_are_empty=failures_are_empty)
 
 
 async def _ignore_404(call: Any) -> None:
@@ -464,12 +431,11 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
     sg = str(params.safeguards)
     figures: dict[str, Any] = {"safeguards": sg, "planner_interval": params.planner_interval,
                                "keep": params.keep, "write_delay": params.write_delay}
-    reasons: list[str] = []
     async with Lab(cfg, params, run_dir, report) as lab:
         figures["endpoints"] = len(lab.endpoints)
         await lab.reset()
         lab.mark("lab reset")
-        lab.follow_lifecycle()
+        await lab.follow_lifecycle()
 
         port = 18200  # clear of the local plane's ports (CoreDNS ready is 18181)
         for i in range(cfg.lab.lb_nodes):
@@ -525,37 +491,22 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         figures["stall_jitter"] = round(jitter, 3)
         t_fault = lab.mark("stall injected", stall=round(stall, 3), jitter=round(jitter, 3))
         await lab.create_fault("enactor-a-stall", "enactor-a", stall, [lab.regional], jitter)
-        lab.stall_injected = True
         serial_at_fault = await lab.newest_serial()
-
-        if params.expect_outage:
-            # Only enactor-a's regional write is stale (its other endpoints were written while
-            # its plan was new, and overwritten since), so only the regional endpoint can empty.
-            judged: float | None = None
-            deadline = t_fault + params.observe
-            while True:
-                await asyncio.sleep(0.5)
-                summ = lab.observations(since=t_fault)
-                regional = summ.endpoints.get(lab.regional)
-                if judged is None and regional is not None and regional.first_empty is not None:
-                    judged = regional.first_empty
-                    lab.mark("regional endpoint empty")
-                if judged is not None and time.time() - judged >= params.hold:
-                    break
-                if judged is None and time.time() >= deadline:
-                    break
-            figures["time_to_first_empty"] = (round(judged - t_fault, 2)
-                                              if judged is not None else None)
-            # Each stall enactor-a served is one attempt (its Fault counts them).
-            figures["stall_attempts"] = lab.attempts_at_empty
-            figures["time_to_records_removed"] = (round(lab.regional_emptied - t_fault, 2)
-                                                  if lab.regional_emptied else None)
-        else:
+        observed: dict[str, Any] = {
+            "safeguards": sg, "t_fault": t_fault, "regional": lab.regional,
+            "endpoints": lab.endpoints, "zone": cfg.dns.zone, "scope": lab.ns,
+            "probe_rate": params.probe_rate, "hold": params.hold, "observe": params.observe,
+            "window": params.window, "calibration": figures,
+        }
+        expect = params.expectation
+        if expect.outage or expect.may_empty:
+            await _await_regional_empty(lab, params, t_fault, hold=expect.outage)
+        if not expect.outage:
             await asyncio.sleep(params.window)
-        serial_end_of_faults = await lab.newest_serial()
-        figures["plans_during_faults"] = serial_end_of_faults - serial_at_fault
+        observed["stall_attempts"] = lab.attempts_at_empty
+        observed["plans_during_faults"] = await lab.newest_serial() - serial_at_fault
         direct_rcode, direct_addrs = await dns_query(cfg, lab.regional)
-        figures["direct_query_regional"] = {"rcode": direct_rcode, "addresses": direct_addrs}
+        observed["direct_query_regional"] = {"rcode": direct_rcode, "addresses": direct_addrs}
         lab.mark("direct query", endpoint=lab.regional, rcode=direct_rcode,
                  addresses=direct_addrs)
 
@@ -564,103 +515,104 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         lab.mark("faults removed; planner stopped")
         await lab.stop("planner")
         newest = await lab.newest_serial()
-        figures["newest_serial"] = newest
+        observed["newest_serial"] = newest
+        await _observe_convergence(lab, params, newest, observed)
 
-        phases: dict[str, str] = {}
-        conditions: list[dict[str, Any]] = []
-
-        async def converged() -> bool:
-            plan = next((p for p in await lab.plan_objects()
-                         if int(p["spec"]["serial"]) == newest), {})
-            phases.clear()
-            phases.update({e["name"]: e.get("phase", "")
-                           for e in plan.get("status", {}).get("enactors", [])})
-            conditions[:] = [
-                {k: c.get(k) for k in ("type", "status", "reason")}
-                for c in plan.get("status", {}).get("conditions", [])]
-            marks = await lab.markers()
-            if not all(marks.get(e) == newest for e in lab.endpoints):
-                return False
-            return all(phases.get(n) in ("Applied", "Skipped") for n in cfg.lab.enactors)
-
-        figures["converged"] = await _wait(converged, params.settle)
-        figures["enactor_phases_on_newest"] = dict(phases)
-        figures["conditions_on_newest"] = list(conditions)
-        markers = await lab.markers()
-        live = {int(p["spec"]["serial"]) for p in await lab.plan_objects()}
-        figures["endpoints_on_deleted_plans"] = sorted(
-            e for e, s in markers.items() if s not in live)
-        events = await lab.events()
-        blocked_events = [e for e in events if e["type"] == "Warning"
-                          and e["reason"] in ("ActivePlanMissing", "ChangeRejected")]
-        figures["blocked_warnings"] = len(blocked_events)
-        figures["blocked"] = bool(figures["endpoints_on_deleted_plans"]) and not figures[
-            "converged"]
-
-        if params.expect_outage and not figures["converged"]:
+        if expect.may_block and not observed["converged"]:
             t_repair = lab.mark("repair")
             changed = await repairing.repair(cfg)
-            figures["repair_changed"] = len(changed)
+            observed["repair_changed"] = len(changed)
+
             async def regional_answers_again() -> bool:
                 rcode, addrs = await dns_query(cfg, lab.regional)
                 return rcode == "NOERROR" and bool(addrs)
 
             restored = await _wait(regional_answers_again, 20, interval=0.2)
-            figures["repair_restored"] = restored
-            figures["time_to_restore"] = round(time.time() - t_repair, 2) if restored else None
+            observed["repair_restored"] = restored
+            observed["time_to_restore"] = round(time.time() - t_repair, 2) if restored else None
             lab.mark("repaired", changed=len(changed), restored=restored)
             await asyncio.sleep(1.5)
 
         await lab.stop("prober")
-        summary = lab.observations(since=t_fault)
-        figures["empty_answers"] = summary.empty
-        figures["endpoints_empty"] = sorted(e for e, s in summary.endpoints.items() if s.empty)
-        longest = summary.longest
-        figures["longest_empty_window"] = round(longest.duration, 2) if longest else 0.0
-        figures["stale_regressions"] = len(summary.regressions)
-        figures["stale_regression_pairs"] = [(r.name, r.from_serial, r.to_serial)
-                                             for r in summary.regressions[:20]]
-        figures["answers"] = summary.answers
+        observed["t_probe_end"] = time.time()
+        await lab.stop_recorder()
+        events = await lab.events()
+        observed["blocked_warnings"] = len([
+            e for e in events if e["type"] == "Warning"
+            and e["reason"] in ("ActivePlanMissing", "ChangeRejected")])
 
         (run_dir / "events.json").write_text(json.dumps(events, indent=1))
         (run_dir / "plans.json").write_text(json.dumps(
             [{"name": p["metadata"]["name"], "serial": p["spec"]["serial"],
               "status": p.get("status", {})} for p in await lab.plan_objects()], indent=1))
-        (run_dir / "markers.json").write_text(json.dumps(markers, indent=1))
         (run_dir / "faults.json").write_text(json.dumps(fault_status, indent=1))
         (run_dir / "timeline.json").write_text(json.dumps(lab.timeline, indent=1))
         (run_dir / "lifecycle.json").write_text(json.dumps({
             "plans": {str(k): v for k, v in sorted(lab.lifecycle.items())},
             "regional_writes": lab.regional_writes}, indent=1))
+        (run_dir / "observed.json").write_text(json.dumps(observed, indent=1))
 
-    if params.expect_outage:
-        expected = "the regional endpoint goes empty, enactors stay blocked, repair restores it"
-        if figures.get("time_to_first_empty") is None:
-            reasons.append(f"the regional endpoint did not answer empty within {params.observe}s")
-        elif figures["time_to_first_empty"] > params.observe:
-            reasons.append("the first empty answer came later than the observation window")
-        if figures["direct_query_regional"]["addresses"]:
-            reasons.append("an independent query still got addresses at the end of the hold")
-        if not figures["blocked"]:
-            reasons.append("the enactors were not left blocked")
-        if not any(c["status"] == "False" and c["reason"] == "ActivePlanMissing"
-                   for c in figures["conditions_on_newest"]):
-            reasons.append("no enactor condition on the newest plan says why it is blocked")
-        if not figures.get("repair_restored"):
-            reasons.append("repair did not restore the regional endpoint")
-    else:
-        expected = "no empty answer, no stale regression, every endpoint on the newest plan"
-        if figures["empty_answers"]:
-            reasons.append(f"{figures['empty_answers']} empty answers on "
-                           f"{', '.join(figures['endpoints_empty'])}")
-        if figures["stale_regressions"]:
-            reasons.append(f"{figures['stale_regressions']} stale regressions")
-        if not figures["converged"]:
-            reasons.append("the endpoints did not converge on the newest plan")
-    verdict = Verdict(safeguards=sg, expected=expected, passed=not reasons, reasons=reasons,
-                      figures=figures, run_dir=str(run_dir))
+    verdict = verdicts.judge(verdicts.RunRecord.load(run_dir), str(run_dir))
     (run_dir / "verdict.json").write_text(json.dumps(verdict.to_json(), indent=1))
     return verdict
+
+
+async def _await_regional_empty(lab: Lab, params: RaceParams, t_fault: float,
+                                hold: bool) -> None:
+    """Wait until the regional records are removed in the store, at most ``observe`` s; with
+    ``hold``, also until CoreDNS has answered NXDOMAIN/NODATA for ``hold`` s (the incident: the
+    record stays empty while the planner keeps producing plans)."""
+    judged: float | None = None
+    deadline = t_fault + params.observe
+    while True:
+        await asyncio.sleep(0.5)
+        if lab.attempts_at_empty is None and lab.regional_empty_in_store():
+            lab.mark("regional records removed in the DNS etcd")
+            stall = [f for f in await lab.faults() if f["name"] == "enactor-a-stall"]
+            lab.attempts_at_empty = int(stall[0]["status"].get("injected") or 0) if stall else 0
+            if not hold:
+                return
+        if hold and judged is None:
+            summ = lab.observations(since=t_fault, failures_are_empty=False)
+            regional = summ.endpoints.get(lab.regional)
+            if regional is not None and regional.first_empty is not None:
+                judged = regional.first_empty
+                lab.mark("regional endpoint answers empty")
+        if judged is not None and time.time() - judged >= params.hold:
+            return
+        if judged is None and time.time() >= deadline:
+            return
+
+
+async def _observe_convergence(lab: Lab, params: RaceParams, newest: int,
+                               observed: dict[str, Any]) -> None:
+    """Wait up to ``settle`` s for every endpoint and every enactor to be on the newest plan,
+    and record what the end state was."""
+    phases: dict[str, str] = {}
+    conditions: list[dict[str, Any]] = []
+
+    async def converged() -> bool:
+        plan = next((p for p in await lab.plan_objects()
+                     if int(p["spec"]["serial"]) == newest), {})
+        phases.clear()
+        phases.update({e["name"]: e.get("phase", "")
+                       for e in plan.get("status", {}).get("enactors", [])})
+        conditions[:] = [
+            {k: c.get(k) for k in ("type", "status", "reason")}
+            for c in plan.get("status", {}).get("conditions", [])]
+        marks = await lab.markers()
+        if not all(marks.get(e) == newest for e in lab.endpoints):
+            return False
+        return all(phases.get(n) in ("Applied", "Skipped") for n in lab.cfg.lab.enactors)
+
+    observed["converged"] = await _wait(converged, params.settle)
+    observed["enactor_phases_on_newest"] = dict(phases)
+    observed["conditions_on_newest"] = list(conditions)
+    markers = await lab.markers()
+    live = {int(p["spec"]["serial"]) for p in await lab.plan_objects()}
+    observed["endpoints_on_deleted_plans"] = sorted(
+        e for e, s in markers.items() if s not in live)
+    (lab.run_dir / "markers.json").write_text(json.dumps(markers, indent=1))
 
 
 async def _count_nodes(lab: Lab, want: int) -> bool:

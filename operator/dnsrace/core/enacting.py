@@ -205,8 +205,8 @@ class Enactor:
 
     # -- step 2: one endpoint ----------------------------------------------------------------
 
-    def _marker(self, serial: int) -> stores.ActiveMarker:
-        return stores.ActiveMarker(serial=serial, enactor=self.name)
+    def _marker(self, plan: plans.Plan) -> stores.ActiveMarker:
+        return stores.ActiveMarker(serial=plan.serial, enactor=self.name, uid=plan.uid)
 
     async def _heal(self, state: stores.EndpointState, why: str) -> Outcome:
         """self-heal: rebuild the endpoint from the newest plan, whatever it holds now."""
@@ -216,7 +216,7 @@ class Enactor:
             return Outcome(state.name, Result.BLOCKED, "NoPlanToHealFrom", why)
         change = stores.Change(
             name=state.name, delete_all=True, put=endpoint.records(newest.serial),
-            marker=self._marker(newest.serial), fence_revision=state.marker_revision,
+            marker=self._marker(newest), fence_revision=state.marker_revision,
         )
         await self.records.apply(change)
         return Outcome(state.name, Result.HEALED, "Reconciled",
@@ -230,7 +230,7 @@ class Enactor:
         new = endpoint.records(plan.serial)
         fence = state.marker_revision if sg.fencing else None
         if state.marker is None:
-            return stores.Change(name=endpoint.name, put=new, marker=self._marker(plan.serial),
+            return stores.Change(name=endpoint.name, put=new, marker=self._marker(plan),
                                  delete_all=bool(state.records), fence_revision=fence)
         active_serial = state.marker.serial
         if active_serial == plan.serial:
@@ -248,7 +248,7 @@ class Enactor:
         old_endpoint = active.plan.endpoint(endpoint.name)
         old = old_endpoint.records(active_serial) if old_endpoint else {}
         return stores.Change(name=endpoint.name, delete=old, put=new,
-                             marker=self._marker(plan.serial), fence_revision=fence)
+                             marker=self._marker(plan), fence_revision=fence)
 
     async def apply_endpoint(self, plan: plans.Plan, endpoint: plans.Endpoint) -> Outcome:
         """Apply one endpoint, retrying a refused change; raises PlanGone if the plan vanished."""
@@ -341,7 +341,10 @@ class Enactor:
         prefix = f"p{plan.serial}-"
         removed = []
         for name, (marker, revision) in (await self.records.markers()).items():
-            if marker.serial != plan.serial:
+            # The UID, when both carry one, tells this plan from an earlier one of the same
+            # serial (a namespace's plans recreated, or a lab reset).
+            if marker.serial != plan.serial or (marker.uid and plan.uid
+                                                and marker.uid != plan.uid):
                 continue
             if self.safeguards.protect_active:
                 raise StillActive(f"plan {plan.serial} is active on {name}")
@@ -378,7 +381,7 @@ async def repair(
             continue
         await record_store.apply(stores.Change(
             name=endpoint.name, delete_all=True, put=endpoint.records(newest.serial),
-            marker=stores.ActiveMarker(newest.serial, operator),
+            marker=stores.ActiveMarker(newest.serial, operator, newest.uid),
             fence_revision=state.marker_revision,
         ))
         changed.append((endpoint.name, state.marker.serial if state.marker else None,

@@ -261,8 +261,14 @@ class _EndpointState:
         self.stale_answers = 0
         self.regressions: list[Regression] = []
 
-    def feed(self, obs: Observation, count: bool) -> None:
+    def feed(self, obs: Observation, count: bool, failures_are_empty: bool = True) -> None:
         """Account ``obs``; before ``since`` (``count`` False) only the baseline moves."""
+        if not failures_are_empty and obs.rcode in (SERVFAIL, TIMEOUT):
+            # The data plane failed to answer: no evidence either way about the record.
+            if count:
+                self.answers += 1
+                self.rcodes[obs.rcode] = self.rcodes.get(obs.rcode, 0) + 1
+            return
         is_empty = self.answered and not obs.has_addresses
         if count:
             self.answers += 1
@@ -322,8 +328,13 @@ def _max(a: int | None, b: int | None) -> int | None:
     return a if b is None else max(a, b)
 
 
-def analyze(observations: Iterable[Observation], since: float | None = None) -> Summary:
+def analyze(observations: Iterable[Observation], since: float | None = None,
+            failures_are_empty: bool = True) -> Summary:
     """Per-endpoint and overall empty windows and stale regressions of a prober record.
+
+    With ``failures_are_empty`` False, SERVFAIL and TIMEOUT answers are counted as answers but
+    are neither empty nor addressed: windows then hold only NXDOMAIN and NODATA, the answers
+    that say the record itself is gone.
 
     Observations are taken in time order per endpoint (a stable sort, so equal times keep file
     order). With ``since``, earlier observations are not counted but still set the baseline:
@@ -336,7 +347,8 @@ def analyze(observations: Iterable[Observation], since: float | None = None) -> 
         state = states.get(obs.name)
         if state is None:
             state = states[obs.name] = _EndpointState(obs.name)
-        state.feed(obs, count=since is None or obs.t >= since)
+        state.feed(obs, count=since is None or obs.t >= since,
+                   failures_are_empty=failures_are_empty)
     return Summary(endpoints={name: s.summary() for name, s in sorted(states.items())})
 
 

@@ -64,6 +64,8 @@ class Plan:
     endpoints: tuple[Endpoint, ...]
     name: str = ""
     """The DnsPlan object's metadata.name."""
+    uid: str = ""
+    """The DnsPlan object's metadata.uid (markers carry it; see ``core.stores.ActiveMarker``)."""
 
     def endpoint(self, name: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.name == name), None)
@@ -87,8 +89,9 @@ class Plan:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanError(f"spec is malformed: {exc!r}") from exc
-        plan = cls(serial=serial, endpoints=endpoints,
-                   name=str((body.get("metadata") or {}).get("name", "")))
+        meta = body.get("metadata") or {}
+        plan = cls(serial=serial, endpoints=endpoints, name=str(meta.get("name", "")),
+                   uid=str(meta.get("uid", "")))
         plan.check(zone)
         return plan
 

@@ -6,8 +6,10 @@ keys whose values are JSON objects (``{"host": ip, "ttl": s}`` for address recor
 The plugin does a *prefix* read for a name, so a name's records include those of every name below
 it: endpoint names in one plan must not nest (``core.plans`` checks that).
 
-Next to the records, dnsrace keeps each endpoint's active-plan marker under ``/dnsrace/active/``,
-outside ``/skydns`` so CoreDNS never sees it.
+Next to the records, dnsrace keeps each endpoint's active-plan marker under
+``/dnsrace/active/<scope>/``, outside ``/skydns`` so CoreDNS never sees it. The scope is the lab's
+namespace: plans are namespaced, and serials restart in every namespace, so two labs sharing one
+DNS etcd must not read or clear each other's markers.
 """
 
 from __future__ import annotations
@@ -43,9 +45,35 @@ def record_key(name: str, leaf: str) -> str:
     return record_prefix(name) + leaf
 
 
-def active_key(name: str) -> str:
-    """Key of the endpoint's active-plan marker."""
-    return f"{ACTIVE_PREFIX}/{'.'.join(_labels(name))}"
+DEFAULT_SCOPE = "default"
+
+
+def active_prefix(scope: str = DEFAULT_SCOPE) -> str:
+    """The prefix of one scope's markers (trailing slash included)."""
+    if not scope or "/" in scope:
+        raise ValueError(f"marker scope must be a non-empty path segment, got {scope!r}")
+    return f"{ACTIVE_PREFIX}/{scope}/"
+
+
+def active_key(name: str, scope: str = DEFAULT_SCOPE) -> str:
+    """Key of the endpoint's active-plan marker in ``scope``."""
+    return active_prefix(scope) + ".".join(_labels(name))
+
+
+def parse_record_key(key: str) -> tuple[str, str] | None:
+    """``/skydns/internal/sim/x/leaf`` -> (``x.sim.internal``, ``leaf``); None for other keys."""
+    parts = key.split("/")
+    if len(parts) < 4 or parts[0] != "" or "/" + parts[1] != SKYDNS_PREFIX:
+        return None
+    return ".".join(reversed(parts[2:-1])), parts[-1]
+
+
+def parse_active_key(key: str) -> tuple[str, str] | None:
+    """``/dnsrace/active/<scope>/<name>`` -> (scope, name); None for other keys."""
+    if not key.startswith(ACTIVE_PREFIX + "/"):
+        return None
+    scope, _, name = key[len(ACTIVE_PREFIX) + 1:].partition("/")
+    return (scope, name) if scope and name else None
 
 
 @dataclasses.dataclass(frozen=True, order=True)

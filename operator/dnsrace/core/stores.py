@@ -22,14 +22,21 @@ class ActiveMarker:
 
     serial: int
     enactor: str
+    uid: str = ""
+    """The DnsPlan object's UID: a serial alone names a plan only within one namespace and one
+    life of it, so removing a deleted plan's records matches the UID too."""
 
     def encode(self) -> bytes:
-        return json.dumps({"serial": self.serial, "enactor": self.enactor}).encode()
+        body: dict[str, object] = {"serial": self.serial, "enactor": self.enactor}
+        if self.uid:
+            body["uid"] = self.uid
+        return json.dumps(body).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> ActiveMarker:
         body = json.loads(raw)
-        return cls(serial=int(body["serial"]), enactor=str(body["enactor"]))
+        return cls(serial=int(body["serial"]), enactor=str(body["enactor"]),
+                   uid=str(body.get("uid", "")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +76,13 @@ class ChangeRejected(Exception):
 
 
 class RecordStore(abc.ABC):
-    """Read endpoints and apply changes to them atomically."""
+    """Read endpoints and apply changes to them atomically.
+
+    A store is bound to one marker scope (the lab's namespace, ``records.active_prefix``):
+    ``markers`` lists that scope's markers only, and changes move that scope's markers.
+    """
+
+    scope: str = records.DEFAULT_SCOPE
 
     @abc.abstractmethod
     async def read(self, name: str) -> EndpointState: ...
@@ -89,9 +102,12 @@ class RecordStore(abc.ABC):
 class MemoryRecordStore(RecordStore):
     """A dict with etcd's revision semantics; one ``apply`` is atomic by construction."""
 
-    def __init__(self) -> None:
-        self.kv: dict[str, tuple[bytes, int]] = {}
-        self.revision = 0
+    def __init__(self, scope: str = records.DEFAULT_SCOPE,
+                 kv: dict[str, tuple[bytes, int]] | None = None) -> None:
+        self.scope = scope
+        self.kv: dict[str, tuple[bytes, int]] = {} if kv is None else kv
+        """Pass another store's ``kv`` to share one keyspace between scopes (two labs)."""
+        self.revision = max((rev for _, rev in self.kv.values()), default=0)
 
     async def read(self, name: str) -> EndpointState:
         prefix = records.record_prefix(name)
@@ -100,7 +116,7 @@ class MemoryRecordStore(RecordStore):
             for key, (value, _) in self.kv.items()
             if key.startswith(prefix)
         }
-        raw = self.kv.get(records.active_key(name))
+        raw = self.kv.get(records.active_key(name, self.scope))
         return EndpointState(
             name=name,
             records=recs,
@@ -109,7 +125,7 @@ class MemoryRecordStore(RecordStore):
         )
 
     async def apply(self, change: Change) -> None:
-        akey = records.active_key(change.name)
+        akey = records.active_key(change.name, self.scope)
         if change.fence_revision is not None:
             current = self.kv.get(akey, (b"", 0))[1]
             if current != change.fence_revision:
@@ -121,7 +137,8 @@ class MemoryRecordStore(RecordStore):
                 key = records.record_key(change.name, leaf)
                 if self.kv.get(key, (b"", 0))[0] != rec.encode():
                     raise ChangeRejected(f"{change.name}: record {leaf} is not {rec}")
-        self.revision += 1
+        # Shared keyspaces share one revision counter, as one etcd does.
+        self.revision = max((rev for _, rev in self.kv.values()), default=self.revision) + 1
         if change.delete_all:
             prefix = records.record_prefix(change.name)
             for key in [k for k in self.kv if k.startswith(prefix)]:
@@ -134,7 +151,7 @@ class MemoryRecordStore(RecordStore):
             self.kv[akey] = (change.marker.encode(), self.revision)
 
     async def markers(self) -> dict[str, tuple[ActiveMarker, int]]:
-        prefix = records.ACTIVE_PREFIX + "/"
+        prefix = records.active_prefix(self.scope)
         return {
             key[len(prefix):]: (ActiveMarker.decode(value), rev)
             for key, (value, rev) in self.kv.items()

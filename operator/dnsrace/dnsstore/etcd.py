@@ -23,17 +23,20 @@ def _range_end(prefix: bytes) -> bytes:
 
 
 class EtcdRecordStore(stores.RecordStore):
-    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
+    def __init__(self, host: str, port: int, timeout: float = 5.0,
+                 scope: str = records.DEFAULT_SCOPE) -> None:
         self.client = aetcd.Client(host=host, port=port, timeout=timeout)
+        self.scope = scope
 
     @classmethod
-    def from_endpoint(cls, endpoint: str, timeout: float = 5.0) -> EtcdRecordStore:
+    def from_endpoint(cls, endpoint: str, timeout: float = 5.0,
+                      scope: str = records.DEFAULT_SCOPE) -> EtcdRecordStore:
         host, port = endpoint.removeprefix("http://").rsplit(":", 1)
-        return cls(host, int(port), timeout)
+        return cls(host, int(port), timeout, scope)
 
     async def read(self, name: str) -> stores.EndpointState:
         prefix = records.record_prefix(name).encode()
-        akey = records.active_key(name).encode()
+        akey = records.active_key(name, self.scope).encode()
         tx = self.client.transactions
         _, responses = await self.client.transaction(
             compare=[],
@@ -53,7 +56,7 @@ class EtcdRecordStore(stores.RecordStore):
 
     async def apply(self, change: stores.Change) -> None:
         tx = self.client.transactions
-        akey = records.active_key(change.name).encode()
+        akey = records.active_key(change.name, self.scope).encode()
         compare = []
         if change.fence_revision is not None:
             compare.append(tx.mod(akey) == change.fence_revision)
@@ -86,7 +89,7 @@ class EtcdRecordStore(stores.RecordStore):
             )
 
     async def markers(self) -> dict[str, tuple[stores.ActiveMarker, int]]:
-        prefix = (records.ACTIVE_PREFIX + "/").encode()
+        prefix = records.active_prefix(self.scope).encode()
         result = await self.client.get_prefix(prefix)
         return {
             kv.key.decode()[len(prefix):]: (stores.ActiveMarker.decode(kv.value), kv.mod_revision)
