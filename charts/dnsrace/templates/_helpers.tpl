@@ -63,7 +63,8 @@ capabilities:
 {{/*
 The pod spec of one dnsrace component:
 (dict "root" $ "component" "enactor" "name" "enactor-a" "args" (list ...) "serviceAccount" "enactor-a"
-      "automountToken" true "resources" .Values.enactors.resources "dnsEtcd" true "readinessPath" "/healthz")
+      "automountToken" true "resources" .Values.enactors.resources "dnsEtcd" true "readinessPath" "/healthz"
+      "extraEnv" (list (dict "name" "DNSRACE_X" "value" "1")))   # extraEnv is optional
 */}}
 {{- define "dnsrace.componentPod" -}}
 {{- $root := .root -}}
@@ -93,6 +94,10 @@ containers:
         value: {{ $root.Values.safeguards | quote }}
       - name: DNSRACE_HTTP_PORT
         value: "8080"
+      {{- range .extraEnv }}
+      - name: {{ .name }}
+        value: {{ .value | quote }}
+      {{- end }}
     ports:
       - {name: http, containerPort: 8080, protocol: TCP}
     livenessProbe:
@@ -115,4 +120,9 @@ volumes:
   # The only writable path: the root filesystem is read-only.
   - name: tmp
     emptyDir: {sizeLimit: 64Mi}
+{{- end }}
+
+{{/* host:port of DynamoDB Local, as the LB nodes reach it. */}}
+{{- define "dnsrace.dynamodbBackend" -}}
+{{ printf "dynamodb-local.%s.svc.%s:8000" .Release.Namespace .Values.dns.clusterDomain }}
 {{- end }}
