@@ -237,9 +237,10 @@ async def start(cfg: settings_mod.Settings, log_path: Path, *, host: str | None 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with log_path.open("ab") as log:
-        # -disableTelemetry: the lab reaches no network beyond loopback.
+        # -sharedDb: one database whatever access key a client signs with (else each key and
+        # region gets its own tables); -disableTelemetry: the lab reaches nothing off loopback.
         process = await asyncio.create_subprocess_exec(
-            str(launcher), "-inMemory", "-disableTelemetry", "-port", str(port),
+            str(launcher), "-inMemory", "-sharedDb", "-disableTelemetry", "-port", str(port),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     backend = Backend(host, port, process, log_path, 0.0)
