@@ -220,44 +220,51 @@ def search_bounded(factory: Factory, preemptions: int, *, max_states: int | None
     return Outcome(stats, found)
 
 
-def shortest(factory: Factory, props: set[str], *, max_depth: int | None = None,
-             max_states: int | None = None, symmetry: bool = True) -> dict[str, Found]:
-    """Breadth-first with state hashing: the first violation of each property in ``props``
-    found is one with the fewest steps. Stops when all are found or the bounds are hit."""
+def shortest(factory: Factory, props: set[str], *, preemptions: int | None = None,
+             max_depth: int | None = None, max_states: int | None = None,
+             symmetry: bool = True) -> dict[str, Found]:
+    """Breadth-first, so the first violation found of each property in ``props`` has the
+    fewest steps (among runs with at most ``preemptions`` preemptions when that is given).
+    Stops when all are found, or at ``max_depth`` steps or ``max_states`` states."""
     found: dict[str, Found] = {}
     first = factory()
     for prop, message in _initial(first):
         if prop in props:
             found.setdefault(prop, Found(prop, message, ()))
-    def key(world: World) -> Hashable:
-        return world.symmetric()[0] if symmetry else world.fingerprint()
-
-    seen: set[Hashable] = {key(first)}
-    frontier: list[tuple[str, ...]] = [()]
     first.run.close()
+    budget0 = -1 if preemptions is None else preemptions
+    best: dict[Hashable, int] = {}
+    # A node is a path, the process that ran last and the preemptions left (-1: unbounded).
+    frontier: list[tuple[tuple[str, ...], str | None, int]] = [((), None, budget0)]
     depth = 0
     while frontier and props - found.keys():
         if max_depth is not None and depth >= max_depth:
             break
         depth += 1
-        level: list[tuple[str, ...]] = []
-        for path in frontier:
-            probe = replay(factory, path)
-            names = probe.run.enabled()
-            probe.run.close()
-            for name in names:
-                child = replay(factory, path)
+        level: list[tuple[tuple[str, ...], str | None, int]] = []
+        for path, current, budget in frontier:
+            base = replay(factory, path)
+            enabled = base.run.enabled()
+            running = current in enabled
+            todo = [n for n in enabled if not (running and n != current and budget == 0)]
+            for i, name in enumerate(todo):
+                child = base if i == 0 else replay(factory, path)
                 before = child.observe()
                 child.run.step(name)
                 for prop, message in child.check(before):
                     if prop in props and prop not in found:
                         found[prop] = Found(prop, message, (*path, name))
-                fp = key(child)
+                left = budget - 1 if budget > 0 and running and name != current else budget
+                key, canon = child.symmetric() if symmetry else (
+                    child.fingerprint(), {n: n for n in child.run.order})
                 child.run.close()
-                if fp not in seen:
-                    seen.add(fp)
-                    level.append((*path, name))
-            if max_states is not None and len(seen) >= max_states:
+                slot = (key, canon[name])
+                if best.get(slot, -2) < left:
+                    best[slot] = left
+                    level.append(((*path, name), name, left))
+            if not todo:
+                base.run.close()
+            if max_states is not None and len(best) >= max_states:
                 return found
         frontier = level
     return found

@@ -6,7 +6,7 @@ import signal
 
 import typer
 
-from dnsrace.cli import bench, components, demo, local, scenario, setup
+from dnsrace.cli import bench, check, components, demo, local, scenario, setup
 
 app = typer.Typer(
     help="dnsrace: reproduce the DynamoDB DNS Planner/Enactor race on a real Kubernetes API "
@@ -25,6 +25,7 @@ app.command("ddb-client")(components.ddbclient_cmd)
 app.command("repair")(components.repair_cmd)
 app.add_typer(scenario.app, name="scenario")
 app.command("bench")(bench.bench_cmd)
+app.command("check")(check.check_cmd)
 
 
 def main() -> None:
