@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,10 +22,10 @@ import pytest
 from kubernetes_asyncio import client
 
 from dnsrace.components import scenario
-from dnsrace.core import plans
+from dnsrace.core import plans, records
 from dnsrace.dnsstore import etcd as etcd_store
 from dnsrace.localplane import processes
-from tests.conftest import Cluster
+from tests.conftest import Cluster, local_only
 
 ENACTORS = ("enactor-a", "enactor-b")
 
@@ -73,8 +74,8 @@ class PlanProbe:
         self.endpoint = f"{uuid.uuid4().hex[:8]}.fin.{cluster.cfg.dns.zone}"
 
     async def fresh_serial(self) -> int:
-        """A serial above every applied one: the one-time check compares against all markers
-        in the DNS etcd, which other tests and runs share."""
+        """A serial above every one applied in this namespace's scope (the one-time check
+        compares against those markers)."""
         markers = await self.store.markers()
         return max((m.serial for m, _ in markers.values()), default=0) + 1000
 
@@ -112,9 +113,16 @@ class PlanProbe:
 
 
 @pytest.fixture
-def probe(cluster: Cluster, api: client.ApiClient, namespace: str,
-          dns_store: etcd_store.EtcdRecordStore) -> PlanProbe:
-    return PlanProbe(cluster, api, namespace, dns_store)
+async def probe(cluster: Cluster, api: client.ApiClient,
+                namespace: str) -> AsyncIterator[PlanProbe]:
+    # Markers live in the namespace's scope, where the enactors of this namespace write them.
+    store = etcd_store.EtcdRecordStore.from_endpoint(cluster.cfg.dns.etcd_endpoint,
+                                                     scope=namespace)
+    try:
+        yield PlanProbe(cluster, api, namespace, store)
+    finally:
+        await store.delete_prefix(records.active_prefix(namespace))
+        await store.close()
 
 
 @pytest.mark.parametrize("enactors", ["off"], indirect=True)
@@ -163,3 +171,36 @@ async def test_protect_active_holds_the_plan_until_a_newer_one_replaced_it(
     await until(lambda: probe.applied(s7 + 1), "the newer plan applied")
     await until(lambda: probe.gone(s7), "the first plan to go once the newer one is active")
     assert await scenario.dns_query(cluster.cfg, probe.endpoint) == ("NOERROR", ["127.0.10.8"])
+
+
+@local_only
+@pytest.mark.parametrize("enactors", ["off"], indirect=True)
+async def test_no_plan_stays_terminating_when_the_dns_etcd_refuses_the_first_attempts(
+    cluster: Cluster, probe: PlanProbe, enactors: processes.Processes,
+) -> None:
+    assert cluster.plane is not None
+    s7 = await probe.fresh_serial()
+    await probe.create(s7, "127.0.10.7")
+
+    async def claimed_and_applied() -> bool:
+        return await probe.claimed(s7) and await probe.applied(s7)
+
+    await until(claimed_and_applied, "both finalizers and the plan applied")
+    etcd = cluster.plane.procs.get("dns-etcd")
+    assert etcd is not None
+    # The DNS etcd stops answering (a paused process, as a hung disk or a partition looks):
+    # every finalizer attempt times out until it is back.
+    os.kill(etcd.pid, signal.SIGSTOP)
+    try:
+        await probe.delete(s7)
+        await asyncio.sleep(8)
+        held = await probe.get(s7)
+        assert held is not None, "the finalizers cannot finish while the store is down"
+        assert held["metadata"].get("deletionTimestamp")
+    finally:
+        os.kill(etcd.pid, signal.SIGCONT)
+    await until(lambda: probe.gone(s7), "the plan to go once the store is back", timeout=60)
+    assert (await probe.store.read(probe.endpoint)).records == {}
+    logs = "".join(Path(enactors.log_path(n)).read_text() for n in ENACTORS)
+    assert "finalizer of plan-" in logs, "the failures were logged"
+    assert "retrying" in logs

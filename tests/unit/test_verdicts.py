@@ -153,8 +153,8 @@ def test_fails_when_the_store_recorder_saw_nothing(tmp_path: Path, name: str) ->
 def test_on_fails_on_a_sub_second_empty_store_the_prober_never_saw(tmp_path: Path) -> None:
     run = copy(tmp_path, "on")
     with (run / "store.jsonl").open("a") as fh:
-        for rev, t, ops in ((104, 1025.0, [["del", f"/skydns/internal/sim/us-east-1/dynamodb/"
-                                                   f"p30-0"]]),
+        for rev, t, ops in ((104, 1025.0, [["del", "/skydns/internal/sim/us-east-1/dynamodb/"
+                                                   "p30-0"]]),
                             (105, 1025.4, [["put", "/skydns/internal/sim/us-east-1/dynamodb/"
                                                    "p30-0", '{"host": "127.0.10.1", "ttl": 5}']])):
             fh.write(json.dumps({"t": t, "rev": rev, "ops": ops}) + "\n")
@@ -279,3 +279,15 @@ def test_series_sums_up_runs(tmp_path: Path) -> None:
     assert s["runs as expected"] == "3/3"
     assert s["time_to_records_removed"] == "4.3-4.3 (median 4.3, 3 runs)"
     assert s["store_regressions (total)"] == "3"
+
+
+def test_other_names_in_the_zone_are_not_the_labs(tmp_path: Path) -> None:
+    run = copy(tmp_path, "on")
+    bench = "/skydns/internal/sim/bench/x/p1-0"
+    with (run / "store.jsonl").open("a") as fh:
+        for rev, op in ((104, ["put", bench, '{"host": "127.0.0.9", "ttl": 5}']),
+                        (105, ["del", bench])):
+            fh.write(json.dumps({"t": 1019.0 + rev / 1000, "rev": rev, "ops": [op]}) + "\n")
+    v = judge(run)
+    assert v.figures["store_endpoints_emptied"] == []
+    assert v.passed, v.reasons

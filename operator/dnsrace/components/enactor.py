@@ -40,6 +40,10 @@ LAST = Gauge("dnsrace_enactor_last_applied_serial", "Last plan fully applied", [
 BLOCKED = Gauge("dnsrace_enactor_blocked_endpoints", "Endpoints blocked in the last cycle",
                 ["enactor"])
 
+FINALIZER_DEADLINE = 120.0
+"""Seconds one finalizer worker keeps retrying before it logs an error and leaves the plan
+to the next relist."""
+
 
 class EnactorController:
     def __init__(self, cfg: settings_mod.Settings, name: str, api: client.ApiClient,
@@ -60,10 +64,14 @@ class EnactorController:
         self.finalizer = f"{name}.dnsrace.io/finalizer"
         self.wake = asyncio.Event()
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        """Finalizer work in flight, by plan name: one at a time per plan."""
+        """One finalizer worker per plan name while that plan needs finalizer work."""
+        self.latest: dict[str, Mapping[str, Any]] = {}
+        """The newest body seen for a plan with a worker; the worker re-reads it after each
+        step, so an event that arrives while a step runs is never lost."""
         self.uids: dict[str, str] = {}
         self.reported_invalid: set[str] = set()
         self.last_warning: tuple[str, str, float] = ("", "", 0.0)
+        self.resync_seconds = cfg.lab.resync_seconds
 
     def register(self, reg: kopf.OperatorRegistry) -> None:
         self.faults.register(reg)
@@ -73,7 +81,11 @@ class EnactorController:
                              **_: Any) -> None:
             meta = body.get("metadata", {})
             name = meta.get("name", "")
-            self.uids[name] = meta.get("uid", "")
+            if event.get("type") == "DELETED":
+                self.uids.pop(name, None)
+                self.reported_invalid.discard(name)
+            else:
+                self.uids[name] = meta.get("uid", "")
             if self.plan_store.observe(event.get("type"), body) is not None:
                 self.wake.set()
             elif name in self.plan_store.invalid and name not in self.reported_invalid:
@@ -81,50 +93,114 @@ class EnactorController:
             if event.get("type") != "DELETED" and name not in self.plan_store.invalid:
                 self._finalizer_step(name, body)
 
-    def _finalizer_step(self, name: str, body: Mapping[str, Any]) -> None:
-        """Add this enactor's finalizer to a new plan; run it on a plan being deleted."""
+    def _finalizer_work(self, body: Mapping[str, Any]) -> str | None:
+        """What this enactor's finalizer needs on ``body``: "claim", "finalize" or None."""
         meta = body.get("metadata", {})
         mine = self.finalizer in (meta.get("finalizers") or [])
         deleting = bool(meta.get("deletionTimestamp"))
-        if name in self.tasks or mine != deleting:
+        if deleting:
+            return "finalize" if mine else None
+        return None if mine else "claim"
+
+    def _finalizer_step(self, name: str, body: Mapping[str, Any]) -> None:
+        """Queue finalizer work for ``name``: one worker per plan, fed the newest body."""
+        self.latest[name] = body
+        if name in self.tasks or self._finalizer_work(body) is None:
             return
-        work = self._finalize(name, body) if deleting else self._claim(name)
-        task = asyncio.get_running_loop().create_task(work)
+        task = asyncio.get_running_loop().create_task(self._finalizer_worker(name))
         self.tasks[name] = task
-        task.add_done_callback(lambda _: self.tasks.pop(name, None))
 
-    async def _set_finalizer(self, name: str, present: bool) -> None:
-        """Apply this enactor's finalizer entry, retrying API errors while the plan exists."""
-        for attempt in range(1, 6):
-            try:
-                await self.plan_store.set_finalizer(name, self.finalizer, self.name, present)
-                return
-            except client.ApiException as exc:
-                log.warning("finalizer of %s not %s (attempt %d): %s", name,
-                            "added" if present else "removed", attempt, exc.reason)
-                await asyncio.sleep(attempt)
+        def done(t: asyncio.Task[None]) -> None:
+            self.tasks.pop(name, None)
+            self.latest.pop(name, None)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("finalizer worker of %s failed: %r", name, t.exception())
 
-    async def _claim(self, name: str) -> None:
-        await self._set_finalizer(name, present=True)
+        task.add_done_callback(done)
 
-    async def _finalize(self, name: str, body: Mapping[str, Any]) -> None:
-        """The finalizer: remove the plan's records where it is active, then let it go."""
-        plan = self.plan_store.parse(body)
+    async def _finalizer_worker(self, name: str) -> None:
+        """Do what the plan's finalizer needs until nothing is left, re-reading the object
+        after each step; failed steps are retried with backoff capped at 10 s. A plan whose
+        work still fails after ``FINALIZER_DEADLINE`` s is logged as an error and left to
+        the next relist (every ``resync_seconds``), which queues it again."""
+        failures, started = 0, time.monotonic()
         while True:
+            body = self.latest.get(name)
+            work = self._finalizer_work(body) if body is not None else None
+            if work is None:
+                return
             try:
-                removed = await self.core.remove_plan_records(plan)
-                break
-            except enacting.StillActive as exc:
-                # protect-active: the plan stays while it is active; look again in a second.
-                log.info("%s; protect-active keeps it", exc)
-                await asyncio.sleep(1)
-                stored = await self.plan_store.get(plan.serial)
-                if stored is None:
+                if work == "claim":
+                    done = await self.plan_store.set_finalizer(name, self.finalizer,
+                                                               self.name, True)
+                else:
+                    done = await self._finalize(name, body or {})
+                failures = 0
+            except Exception as exc:  # API or DNS etcd unreachable, refused, timed out
+                failures += 1
+                if time.monotonic() - started > FINALIZER_DEADLINE:
+                    log.error("finalizer of %s: %s still failing after %d attempts: %r",
+                              name, work, failures, exc)
                     return
+                log.warning("finalizer of %s: %s failed (attempt %d), retrying: %r",
+                            name, work, failures, exc)
+                await asyncio.sleep(min(10.0, 0.25 * 2 ** failures))
+                continue
+            if not done:
+                await asyncio.sleep(1)  # protect-active keeps the plan; look again
+            fresh = await self._read_plan(name)
+            if fresh is None:
+                return
+            self.latest[name] = fresh
+
+    async def _read_plan(self, name: str) -> Mapping[str, Any] | None:
+        try:
+            obj: Mapping[str, Any] = await self.plan_store.api.get_namespaced_custom_object(
+                plans.GROUP, plans.VERSION, self.ns, plans.PLURAL, name)
+        except client.ApiException as exc:
+            if kube_client.status_of(exc) == 404:
+                return None
+            return self.latest.get(name)  # not readable now: retry from what we had
+        return obj
+
+    async def _finalize(self, name: str, body: Mapping[str, Any]) -> bool:
+        """The finalizer: remove the plan's records where it is active, then let it go.
+        False while protect-active keeps the plan (it is still active somewhere)."""
+        plan = self.plan_store.parse(body)
+        try:
+            removed = await self.core.remove_plan_records(plan)
+        except enacting.StillActive as exc:
+            log.info("%s; protect-active keeps it", exc)
+            return False
         if removed:
             log.warning("plan %s deleted: removed its records from %s", plan.serial,
                         ", ".join(removed))
-        await self._set_finalizer(name, present=False)
+        await self.plan_store.set_finalizer(name, self.finalizer, self.name, False)
+        return True
+
+    async def resync(self, stop: asyncio.Event) -> None:
+        """Relist the plans every ``resync_seconds``: drop plans whose DELETED event the watch
+        missed, prune what was kept per plan, and queue finalizer work an event never asked
+        for (a deletion that arrived during a watch gap, or work that gave up)."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.resync_seconds)
+            if stop.is_set():
+                return
+            try:
+                items = await self.plan_store.relist()
+            except Exception as exc:
+                log.warning("relist of plans failed: %r", exc)
+                continue
+            names = {str(i["metadata"]["name"]) for i in items}
+            for gone in set(self.uids) - names:
+                self.uids.pop(gone, None)
+            self.reported_invalid &= names
+            for item in items:
+                name = str(item["metadata"]["name"])
+                if name not in self.plan_store.invalid:
+                    self._finalizer_step(name, item)
+            self.wake.set()
 
     async def _report(self, report: enacting.CycleReport) -> None:
         name = plans.object_name(report.serial)
@@ -195,6 +271,15 @@ class EnactorController:
             log.warning("event not posted: %s", exc.reason)
 
     async def work(self, stop: asyncio.Event) -> None:
+        resync = asyncio.create_task(self.resync(stop))
+        try:
+            await self._cycles(stop)
+        finally:
+            resync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await resync
+
+    async def _cycles(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 report = await self.core.cycle()

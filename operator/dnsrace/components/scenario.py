@@ -280,7 +280,8 @@ class Lab:
     async def follow_lifecycle(self) -> None:
         """Start recording the DNS store and watching plans (watches, so no polling load)."""
         self.recorder = store_recorder.StoreRecorder(self.store, self.cfg.dns.zone, self.ns,
-                                                     self.run_dir / "store.jsonl")
+                                                     self.run_dir / "store.jsonl",
+                                                     self.endpoints)
         await self.recorder.start()
         self._watches = [asyncio.create_task(self._watch_plans())]
 

@@ -93,9 +93,11 @@ class MarkerRegression:
 class StoreState:
     """The keys of one lab (its zone's records, its scope's markers), revision by revision."""
 
-    def __init__(self, zone: str, scope: str) -> None:
+    def __init__(self, zone: str, scope: str, names: Iterable[str] | None = None) -> None:
         self.zone = zone.rstrip(".")
         self.scope = scope
+        self.names = set(names) if names is not None else None
+        """The lab's endpoints; others in the zone (another lab, a benchmark) are ignored."""
         self.addresses: dict[str, set[str]] = {}
         """endpoint -> leaves of its address records."""
         self.serial: dict[str, int] = {}
@@ -109,6 +111,8 @@ class StoreState:
         self.revisions = 0
 
     def _in_zone(self, name: str) -> bool:
+        if self.names is not None:
+            return name in self.names
         return name == self.zone or name.endswith("." + self.zone)
 
     def apply(self, rev: Revision) -> None:
@@ -126,7 +130,8 @@ class StoreState:
                     leaves.discard(leaf)
                 continue
             act = records.parse_active_key(key)
-            if act is None or act[0] != self.scope or op != "put" or value is None:
+            if (act is None or act[0] != self.scope or op != "put" or value is None
+                    or not self._in_zone(act[1])):
                 continue
             name = act[1]
             marker = _decode_marker(value)
@@ -190,8 +195,9 @@ class StoreSummary:
         return [w for w in self.writes if w.name == name]
 
 
-def replay(revisions: Iterable[Revision], zone: str, scope: str) -> StoreSummary:
-    state = StoreState(zone, scope)
+def replay(revisions: Iterable[Revision], zone: str, scope: str,
+           names: Iterable[str] | None = None) -> StoreSummary:
+    state = StoreState(zone, scope, names)
     for rev in sorted(revisions, key=lambda r: r.rev):
         state.apply(rev)
     return state.summary()

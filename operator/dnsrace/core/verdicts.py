@@ -149,7 +149,8 @@ def judge(record: RunRecord, run_dir: str = "") -> Verdict:
                                          for r in every.regressions[:20]]
 
     # -- in the store (the DNS etcd's own transactions) ----------------------------------------
-    store = storelog.replay(record.store, obs.get("zone", ""), obs.get("scope", ""))
+    store = storelog.replay(record.store, obs.get("zone", ""), obs.get("scope", ""),
+                            obs.get("endpoints"))
     after = [w for w in store.windows if w.start >= t_fault]
     reg_removed = next((w for w in after if w.name == regional), None)
     figures["store_revisions"] = store.revisions

@@ -10,6 +10,7 @@ The client is aetcd (asyncio over etcd's gRPC API, with transactions); see docs/
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import aetcd
@@ -20,6 +21,15 @@ from dnsrace.core import records, stores
 def _range_end(prefix: bytes) -> bytes:
     """etcd's prefix range end: the prefix with its last byte incremented."""
     return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """One change as an etcd transaction, ready to commit."""
+
+    change: stores.Change
+    compare: list[Any]
+    ops: list[Any]
 
 
 class EtcdRecordStore(stores.RecordStore):
@@ -55,6 +65,11 @@ class EtcdRecordStore(stores.RecordStore):
         )
 
     async def apply(self, change: stores.Change) -> None:
+        await self.commit(await self.prepare(change))
+
+    async def prepare(self, change: stores.Change) -> Prepared:
+        """The transaction for ``change``: its compares and operations. Only a ``delete_all``
+        reads the store here (the keys to delete); ``commit`` refuses it if any moved since."""
         tx = self.client.transactions
         akey = records.active_key(change.name, self.scope).encode()
         compare = []
@@ -79,12 +94,20 @@ class EtcdRecordStore(stores.RecordStore):
         ops += [tx.put(key, rec.encode()) for key, rec in put_keys.items()]
         if change.marker is not None:
             ops.append(tx.put(akey, change.marker.encode()))
-        succeeded, _ = await self.client.transaction(compare=compare, success=ops, failure=[])
+        return Prepared(change, compare, ops)
+
+    async def commit(self, prepared: Prepared) -> None:
+        """Run the transaction; ChangeRejected (nothing written) when a compare fails."""
+        change = prepared.change
+        succeeded, _ = await self.client.transaction(
+            compare=prepared.compare, success=prepared.ops, failure=[])
         if not succeeded:
             raise stores.ChangeRejected(
                 f"{change.name}: the endpoint no longer holds what the change expected "
                 f"({len(change.delete)} records to delete"
                 + (f", marker revision {change.fence_revision}" if change.fence_revision else "")
+                + (", keys moved since the full reconcile read them" if change.delete_all
+                   else "")
                 + ")"
             )
 

@@ -27,12 +27,12 @@ log = logging.getLogger(__name__)
 
 class StoreRecorder:
     def __init__(self, store: etcd_store.EtcdRecordStore, zone: str, scope: str,
-                 out: Path) -> None:
+                 out: Path, names: list[str] | None = None) -> None:
         self.client = store.client
         self.zone_prefix = records.name_path(zone) + "/"
         self.marker_prefix = records.active_prefix(scope)
         self.out = out
-        self.state = storelog.StoreState(zone, scope)
+        self.state = storelog.StoreState(zone, scope, names)
         self._fh: IO[str] | None = None
         self._task: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[tuple[float, int, storelog.Op]] = asyncio.Queue()
@@ -40,7 +40,13 @@ class StoreRecorder:
         """Watch streams that failed and were resumed (an etcd restart, say)."""
 
     def _ours(self, key: str) -> bool:
-        return key.startswith(self.zone_prefix) or key.startswith(self.marker_prefix)
+        if not (key.startswith(self.zone_prefix) or key.startswith(self.marker_prefix)):
+            return False
+        if self.state.names is None:
+            return True
+        rec, act = records.parse_record_key(key), records.parse_active_key(key)
+        name = rec[0] if rec else act[1] if act else None
+        return name in self.state.names
 
     def _write(self, rev: storelog.Revision) -> None:
         self.state.apply(rev)

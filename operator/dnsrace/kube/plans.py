@@ -2,11 +2,14 @@
 
 The enactor's kopf watch feeds ``observe`` with every DnsPlan event, so reads are served from
 memory at the freshness of the watch, as an informer would; deletes and creates go to the API.
+A watch can miss a DELETED event (a gap while it reconnects), which would leave a ghost plan that
+``get`` reports as live and so hide ``ActivePlanMissing``: ``relist`` rebuilds the cache from a
+list, as an informer's resync does, keeping only what the watch saw after the list began.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -26,6 +29,12 @@ class KubePlanStore(enacting.PlanStore):
         self._parsed: dict[tuple[str, int], plans.Plan] = {}
         """(uid, generation) -> parsed plan: a plan's spec is immutable, and every finalizer
         and status patch brings the whole object again, so it is parsed once."""
+        self._seq = 0
+        """Counts observed events, so a relist can tell what the watch saw after it began."""
+        self._seen: dict[int, int] = {}
+        """serial -> sequence number of the last event that put it in the cache."""
+        self._deleted: dict[int, int] = {}
+        """serial -> sequence number of its DELETED event (until the next relist)."""
 
     def parse(self, body: Mapping[str, Any]) -> plans.Plan:
         """The plan in ``body``, parsed and checked once per (uid, generation)."""
@@ -47,13 +56,70 @@ class KubePlanStore(enacting.PlanStore):
         except plans.PlanError as exc:
             self.invalid[name] = str(exc)
             return None
+        self._seq += 1
         if event_type == "DELETED":
             self.cache.pop(plan.serial, None)
+            self._seen.pop(plan.serial, None)
+            self._deleted[plan.serial] = self._seq
             self._parsed.pop((str(meta.get("uid", "")), int(meta.get("generation") or 0)), None)
+            self.invalid.pop(name, None)
             return None
         terminating = bool(body.get("metadata", {}).get("deletionTimestamp"))
         self.cache[plan.serial] = enacting.StoredPlan(plan, terminating=terminating)
+        self._seen[plan.serial] = self._seq
         return None if terminating else plan
+
+    def begin_relist(self) -> int:
+        """Mark the moment a list call is sent; pass the mark to ``replace``."""
+        return self._seq
+
+    def replace(self, items: Sequence[Mapping[str, Any]], mark: int) -> list[str]:
+        """Rebuild the cache from a list sent at ``mark``; returns the names it dropped.
+
+        A plan the list lacks is gone unless the watch saw it after the list was sent (then
+        the list is the older view); a plan the watch saw deleted after that is not revived.
+        """
+        cache: dict[int, enacting.StoredPlan] = {}
+        seen: dict[int, int] = {}
+        names: set[str] = set()
+        for body in items:
+            meta = body.get("metadata", {})
+            names.add(str(meta.get("name", "")))
+            try:
+                plan = self.parse(body)
+            except plans.PlanError as exc:
+                self.invalid[str(meta.get("name", ""))] = str(exc)
+                continue
+            if self._deleted.get(plan.serial, -1) > mark:
+                continue
+            if self._seen.get(plan.serial, -1) > mark:
+                cache[plan.serial], seen[plan.serial] = self.cache[plan.serial], self._seen[
+                    plan.serial]
+                continue
+            cache[plan.serial] = enacting.StoredPlan(
+                plan, terminating=bool(meta.get("deletionTimestamp")))
+            seen[plan.serial] = mark
+        for serial, stamp in self._seen.items():
+            if stamp > mark and serial not in cache and serial in self.cache:
+                cache[serial], seen[serial] = self.cache[serial], stamp
+                names.add(self.cache[serial].plan.name)
+        dropped = sorted(p.plan.name for s, p in self.cache.items() if s not in cache)
+        self.cache, self._seen = cache, seen
+        self._deleted = {s: q for s, q in self._deleted.items() if q > mark}
+        live_uids = {p.plan.uid for p in cache.values()}
+        self._parsed = {k: v for k, v in self._parsed.items() if k[0] in live_uids}
+        self.invalid = {n: why for n, why in self.invalid.items() if n in names}
+        return dropped
+
+    async def relist(self) -> list[dict[str, Any]]:
+        """List the namespace's plans and rebuild the cache from them; returns the items."""
+        mark = self.begin_relist()
+        result = await self.api.list_namespaced_custom_object(
+            plans.GROUP, plans.VERSION, self.namespace, plans.PLURAL
+        )
+        items: list[dict[str, Any]] = list(result.get("items", []))
+        self.replace(items, mark)
+        return items
 
     async def newest(self) -> plans.Plan | None:
         live = [s for s, p in self.cache.items() if not p.terminating]
