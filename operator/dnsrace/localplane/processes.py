@@ -2,9 +2,11 @@
 
 ``dnsrace local up`` returns while the processes keep running, and ``dnsrace local down`` is a
 later, separate invocation; so each process is started in its own session with its output in a
-log file, and its pid, executable and start time are written to ``<state>/pids/<name>.json``.
-Stopping checks that the pid still belongs to that executable before signalling it, so a
-recycled pid is never killed.
+log file, and its pid, executable and start time (``/proc/<pid>/stat`` field 22, clock ticks
+since boot) are written to ``<state>/pids/<name>.json``. Stopping checks that the pid still has
+that start time and executable before signalling it, so a recycled pid is never killed: every
+component runs under the same Python interpreter, so the executable alone could not tell them
+apart.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+KILL_WAIT = 5.0
+"""Seconds to wait for a process to vanish after SIGKILL."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Managed:
@@ -28,16 +33,33 @@ class Managed:
     pid: int
     executable: str
     log: str
+    start_ticks: int = 0
+    """The process's start time in clock ticks since boot; 0 in pid files of older versions."""
 
     def alive(self) -> bool:
-        """True while the pid exists, is not a zombie, and runs the recorded executable."""
+        """True while the pid exists, is not a zombie, and is the process that was started:
+        same start time, same executable."""
+        stat = read_stat(self.pid)
         try:
             exe = os.readlink(f"/proc/{self.pid}/exe")
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
         except OSError:
             return False
-        state = stat.rsplit(")", 1)[1].split()[0]
-        return state != "Z" and exe.removesuffix(" (deleted)") == self.executable
+        if stat is None or stat[0] == "Z":
+            return False
+        if self.start_ticks and stat[1] != self.start_ticks:
+            return False
+        return exe.removesuffix(" (deleted)") == self.executable
+
+
+def read_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks) from ``/proc/<pid>/stat``, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ")".
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[19])
 
 
 class Processes:
@@ -94,8 +116,10 @@ class Processes:
                 cwd=cwd,
                 start_new_session=True,  # survives the CLI and is not hit by its Ctrl-C
             )
+        stat = read_stat(proc.pid)
         managed = Managed(
-            name=name, pid=proc.pid, executable=os.path.realpath(argv[0]), log=str(log)
+            name=name, pid=proc.pid, executable=os.path.realpath(argv[0]), log=str(log),
+            start_ticks=stat[1] if stat else 0,
         )
         self._pid_file(name).write_text(json.dumps(dataclasses.asdict(managed)))
         return managed
@@ -116,7 +140,10 @@ class Processes:
             if managed.alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(managed.pid, signal.SIGKILL)
-                while managed.alive():
+                # A process in uninterruptible sleep (D state) outlives SIGKILL for a while;
+                # do not hang on it forever.
+                deadline = time.monotonic() + KILL_WAIT
+                while managed.alive() and time.monotonic() < deadline:
                     time.sleep(0.05)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(managed.pid, os.WNOHANG)  # reap it when this process started it
