@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dnsrace.components import scenario
-from dnsrace.core import planning
+from dnsrace.core import planning, verdicts
 from dnsrace.core.safeguards import Safeguards
 from tests.conftest import Cluster
 
@@ -35,18 +35,24 @@ async def test_safeguards_off_the_regional_record_goes_empty_and_stays_blocked(
     victim = regional(cluster)
     # Only enactor-a's regional write was stale, so only the regional endpoint empties.
     assert f["endpoints_empty"] == [victim]
-    assert f["longest_empty_window"] >= params.hold
+    assert f["endpoints_nxdomain"] == [victim]
+    assert f["store_endpoints_emptied"] == [victim], "the removal, seen in the DNS etcd"
+    assert f["time_to_records_removed"] is not None
+    assert f["time_to_records_removed"] <= f["time_to_first_empty"]
+    assert f["store_regressions"] >= 1, "enactor-a's stale write, seen in the DNS etcd"
+    assert f["regional_empty_window"] >= params.hold
     assert f["plans_during_faults"] > 0, "the planner kept producing plans meanwhile"
     assert f["direct_query_regional"]["addresses"] == []
-    assert f["direct_query_regional"]["rcode"] in ("NXDOMAIN", "NOERROR", "SERVFAIL")
+    assert f["direct_query_regional"]["rcode"] in ("NXDOMAIN", "NOERROR")
+    assert all(f["fault_injections"].values())
     assert victim in f["endpoints_on_deleted_plans"]
     assert f["blocked_warnings"] >= 1
     assert f["blocked"]
     assert any(c["status"] == "False" and c["reason"] == "ActivePlanMissing"
                for c in f["conditions_on_newest"]), f["conditions_on_newest"]
     assert f["repair_restored"]
-    for name in ("prober.jsonl", "events.json", "plans.json", "markers.json", "faults.json",
-                 "timeline.json", "verdict.json"):
+    for name in ("prober.jsonl", "store.jsonl", "observed.json", "events.json", "plans.json",
+                 "markers.json", "faults.json", "timeline.json", "verdict.json"):
         assert (tmp_path / "off" / name).is_file(), name
     # Independently of the prober: after the repair the emptied endpoint answers again.
     rcode, addrs = await scenario.dns_query(cluster.cfg, victim)
@@ -61,9 +67,41 @@ async def test_safeguards_on_the_same_faults_do_no_harm(cluster: Cluster, tmp_pa
     assert verdict.passed, verdict.reasons
     assert f["empty_answers"] == 0
     assert f["stale_regressions"] == 0
+    assert f["store_endpoints_emptied"] == []
+    assert f["store_regressions"] == 0
+    assert f["answers"] >= 0.8 * f["answers_expected"]
     assert f["answers"] > 1000
     assert f["converged"]
     assert f["endpoints_on_deleted_plans"] == []
+    rcode, addrs = await scenario.dns_query(cluster.cfg, regional(cluster))
+    assert rcode == "NOERROR"
+    assert addrs
+
+
+@pytest.mark.parametrize("safeguard", ["fencing", "protect-active", "no-empty", "self-heal",
+                                       "single-writer"])
+async def test_each_safeguard_alone_meets_its_own_expectation(
+    cluster: Cluster, tmp_path: Path, safeguard: str
+) -> None:
+    sg = Safeguards.parse(safeguard)
+    params = scenario.RaceParams(safeguards=sg)
+    verdict = await scenario.run_race(cluster.cfg, params, tmp_path / safeguard, print)
+    f = verdict.figures
+    exp = verdicts.expectation(sg)
+    assert verdict.expected == exp.text
+    assert verdict.passed, verdict.reasons
+    assert all(f["fault_injections"].values())
+    if not exp.may_empty:
+        assert f["store_endpoints_emptied"] == []
+        assert f["empty_answers"] == 0
+    if not exp.may_regress:
+        assert f["store_regressions"] == 0
+    if not exp.may_block:
+        assert f["converged"]
+    else:
+        assert f["converged"] or f["repair_restored"]
+    assert f["store_empty_at_end"] == []
+    # Whatever happened, the regional endpoint answers at the end (healed, or repaired).
     rcode, addrs = await scenario.dns_query(cluster.cfg, regional(cluster))
     assert rcode == "NOERROR"
     assert addrs

@@ -118,3 +118,25 @@ async def test_single_writer_makes_the_others_wait_while_one_applies() -> None:
     assert report is not None
     assert report.complete
     assert lock.holder is None, "released after the cycle"
+
+
+async def test_no_empty_refuses_to_write_an_endpoint_without_a_usable_target() -> None:
+    # The CRD refuses such a plan at the API server; a plan built in code reaches the enactor's
+    # own check, which must then leave the endpoint as it was.
+    rec = stores.MemoryRecordStore()
+    pls = enacting.MemoryPlanStore()
+    pls.add(plan(1))
+    enactor = enacting.Enactor("enactor-a", rec, pls, Safeguards(no_empty=True))
+    assert (await enactor.cycle()) is not None
+    drained = plans.Plan(serial=2, endpoints=(
+        plans.Endpoint(name=FIPS, targets=(plans.Target("127.0.10.9", 0),)),
+        plans.Endpoint(name=REGIONAL, targets=(plans.Target("127.0.10.9", 1),))))
+    pls.add(drained)
+    report = await enactor.cycle()
+    assert report is not None
+    assert [(o.endpoint, o.reason) for o in report.blocked] == [(FIPS, "WouldEmpty")]
+    fips = await rec.read(FIPS)
+    assert not fips.empty
+    assert fips.marker is not None
+    assert fips.marker.serial == 1
+    assert (await rec.read(REGIONAL)).marker == stores.ActiveMarker(2, "enactor-a")

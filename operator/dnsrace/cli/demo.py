@@ -26,13 +26,15 @@ def demo(
         console.fail(str(exc))
     verdicts = [v for sg in ("off", "on") for v in scenario_cli.run_race(sg, 1, runs_dir)]
     console.table("demo: the race, safeguards off then on",
-                  ["safeguards", "as expected", "first empty (s)", "longest empty (s)",
-                   "empty answers", "stale regressions", "blocked", "run folder"],
+                  ["safeguards", "as expected", "records removed (s)", "first NXDOMAIN (s)",
+                   "regional empty (s)", "empty answers", "stale: DNS / store", "blocked",
+                   "run folder"],
                   [[v.safeguards, "yes" if v.passed else "NO",
+                    str(v.figures.get("time_to_records_removed", "-")),
                     str(v.figures.get("time_to_first_empty", "-")),
-                    str(v.figures.get("longest_empty_window")),
+                    str(v.figures.get("regional_empty_window")),
                     str(v.figures.get("empty_answers")),
-                    str(v.figures.get("stale_regressions")),
+                    f"{v.figures.get('stale_regressions')} / {v.figures.get('store_regressions')}",
                     str(v.figures.get("blocked")), v.run_dir] for v in verdicts])
     console.console.print("Stop the local control plane with: make local-down")
     if not all(v.passed for v in verdicts):

@@ -252,6 +252,8 @@ class Enactor:
 
     async def apply_endpoint(self, plan: plans.Plan, endpoint: plans.Endpoint) -> Outcome:
         """Apply one endpoint, retrying a refused change; raises PlanGone if the plan vanished."""
+        # The CRD and ``Plan.check`` refuse such a plan before any enactor sees it; plans built
+        # in code (the checker, tests, a future source) reach this check only.
         if self.safeguards.no_empty and not any(t.weight > 0 for t in endpoint.targets):
             return Outcome(endpoint.name, Result.BLOCKED, "WouldEmpty",
                            f"plan {plan.serial} has no usable target for {endpoint.name}")
@@ -285,7 +287,14 @@ class Enactor:
     # -- step 3: clean-up --------------------------------------------------------------------
 
     async def cleanup(self, applied: plans.Plan) -> list[int]:
-        """Delete plans more than ``keep`` serials older than ``applied``."""
+        """Delete plans more than ``keep`` serials older than ``applied``.
+
+        With protect-active the clean-up skips plans active anywhere, but it reads the markers
+        and then deletes, not atomically: a stale write that lands in between makes a deleted
+        plan active. What protects the records then is the finalizer
+        (``remove_plan_records`` raises ``StillActive`` and the plan stays Terminating until no
+        endpoint is on it); the clean-up's check only saves the finalizer that wait.
+        """
         await self.hook("clean-up", None)
         doomed = [s for s in await self.plans.serials() if s < applied.serial - self.keep]
         if self.safeguards.protect_active:
