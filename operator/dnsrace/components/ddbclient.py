@@ -298,11 +298,6 @@ async def worker(shared: Shared, index: int, stop: asyncio.Event, rate: float,
                 t=round(sent, 4), worker=index, op=op, outcome=verdict.outcome.value,
                 detail=verdict.detail, latency_ms=round(elapsed * 1000, 3),
                 target=resolver.target if verdict.outcome is not Outcome.DNS else None))
-            if verdict.outcome is not Outcome.OK and verdict.outcome is not Outcome.THROTTLED:
-                # A failed connection is not reused: the next request reconnects (and
-                # resolves again once the cached answer has expired).
-                await stack.aclose()
-                client = None
             if period:
                 next_at = max(next_at + period, time.monotonic())
                 delay = next_at - time.monotonic()
