@@ -171,6 +171,10 @@ class Lab:
     http_port: int = 8080
     """Port of each component's /healthz and /metrics (``DNSRACE_HTTP_PORT``; 0 disables)."""
 
+    resync_seconds: float = 30.0
+    """How often an enactor relists the plans, as an informer's resync does, to drop plans
+    whose deletion its watch missed (``DNSRACE_RESYNC_SECONDS``)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Ddb:
@@ -306,6 +310,7 @@ class Settings:
             http_port=int(env.get("DNSRACE_HTTP_PORT") or Lab.http_port),
             keep=int(env.get("DNSRACE_KEEP") or Lab.keep),
             accounts=int(env.get("DNSRACE_ACCOUNTS") or Lab.accounts),
+            resync_seconds=float(env.get("DNSRACE_RESYNC_SECONDS") or Lab.resync_seconds),
         )
         return cls(paths=paths, dns=dns, kube=kube, lab=lab, ddb=_ddb_from_env(env))
 
