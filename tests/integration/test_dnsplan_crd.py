@@ -19,7 +19,8 @@ NS = "dnsrace-crd-test"
 """Not the lab namespace: the enactors there would act on these plans."""
 
 
-def plan_body(name: str, serial: int = 7) -> dict[str, Any]:
+def plan_body(serial: int, name: str | None = None) -> dict[str, Any]:
+    name = name or plans.object_name(serial)
     return {
         "apiVersion": f"{plans.GROUP}/{plans.VERSION}",
         "kind": plans.KIND,
@@ -37,8 +38,9 @@ def plan_body(name: str, serial: int = 7) -> dict[str, Any]:
     }
 
 
-def _unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+def _serial() -> int:
+    """A serial no other test in the namespace uses (names follow serials)."""
+    return uuid.uuid4().int % 9_000_000_000 + 1_000_000_000
 
 
 async def _create(api: client.ApiClient, body: dict[str, Any]) -> dict[str, Any]:
@@ -69,16 +71,17 @@ def test_crds_are_installed(cluster: Cluster) -> None:
 
 
 async def test_valid_plan_is_accepted_and_reads_back(api: client.ApiClient) -> None:
-    name = _unique("valid")
-    created = await _create(api, plan_body(name))
-    assert created["spec"]["serial"] == 7
+    serial = _serial()
+    name = plans.object_name(serial)
+    created = await _create(api, plan_body(serial))
+    assert created["spec"]["serial"] == serial
     got = await client.CustomObjectsApi(api).get_namespaced_custom_object(
         plans.GROUP, plans.VERSION, NS, plans.PLURAL, name
     )
     assert got["spec"]["endpoints"][0]["targets"][1] == {"address": "127.0.10.2", "weight": 20}
     assert got["spec"]["endpoints"][1]["ttl"] == 5, "the schema default fills the TTL"
     parsed = plans.Plan.from_body(got, "sim.internal")
-    assert parsed.serial == 7
+    assert parsed.serial == serial
     assert len(parsed.endpoints) == 2
 
 
@@ -132,12 +135,12 @@ BAD_PLANS = {
 
 @pytest.mark.parametrize("case", list(BAD_PLANS))
 async def test_bad_plan_is_rejected_naming_the_field(api: client.ApiClient, case: str) -> None:
-    keeper = _unique("keeper")
-    await _create(api, plan_body(keeper, serial=3))
+    keeper = plans.object_name(ks := _serial())
+    await _create(api, plan_body(ks))
     before = (await _list(api))[keeper]
 
     mutate, field, message = BAD_PLANS[case]
-    body = plan_body(_unique("bad"))
+    body = plan_body(_serial())
     mutate(body)
     with pytest.raises(client.ApiException) as err:
         await _create(api, body)
@@ -153,9 +156,10 @@ async def test_bad_plan_is_rejected_naming_the_field(api: client.ApiClient, case
 
 
 async def test_spec_is_immutable(api: client.ApiClient) -> None:
-    name = _unique("immutable")
-    created = await _create(api, plan_body(name))
-    patch = {"spec": {"serial": 8}}
+    serial = _serial()
+    name = plans.object_name(serial)
+    created = await _create(api, plan_body(serial))
+    patch = {"spec": {"serial": serial + 1}}
     with pytest.raises(client.ApiException) as err:
         await client.CustomObjectsApi(api).patch_namespaced_custom_object(
             plans.GROUP, plans.VERSION, NS, plans.PLURAL, name, patch,
@@ -175,17 +179,36 @@ def test_kubectl_shows_printer_columns_and_examples_apply(cluster: Cluster) -> N
     applied = cluster.kubectl("apply", "-n", NS, "-f",
                               str(cluster.cfg.paths.manifests_dir / "examples"))
     assert applied.returncode == 0, applied.stderr
-    table = cluster.kubectl("get", "dnsplans", "-n", NS, "plan-example-1")
+    table = cluster.kubectl("get", "dnsplans", "-n", NS, "plan-0000000001")
     assert table.returncode == 0, table.stderr
     header = table.stdout.splitlines()[0].split()
     assert header[:5] == ["NAME", "SERIAL", "ENDPOINTS", "APPLIED-BY", "ACTIVE-ON"], header
 
 
 def test_kubectl_reports_a_bad_plan_clearly(cluster: Cluster) -> None:
-    bad = json.dumps(dict(plan_body("kubectl-bad"), metadata={"name": "kubectl-bad",
-                                                               "namespace": NS}))
+    serial = _serial()
+    bad = json.dumps(dict(plan_body(serial), metadata={"name": plans.object_name(serial),
+                                                        "namespace": NS}))
     bad = bad.replace("127.0.10.1", "not-an-ip")
     out = cluster.kubectl("apply", "-f", "-", stdin=bad)
     assert out.returncode != 0
     assert "spec.endpoints[0].targets[0].address" in out.stderr, out.stderr
     assert "must be a canonical IPv4 or IPv6 address" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("name", ["plan-42", "plan-0000000042", "my-plan"])
+async def test_a_name_that_is_not_the_serial_is_refused(api: client.ApiClient, name: str) -> None:
+    # plan-42 with serial 900002 was accepted before: two plans could then carry one serial.
+    keeper = plans.object_name(ks := _serial())
+    await _create(api, plan_body(ks))
+    serial = _serial()
+    with pytest.raises(client.ApiException) as err:
+        await _create(api, plan_body(serial, name=name))
+    assert err.value.status == 422, err.value.body
+    text = json.loads(err.value.body)["message"]
+    assert "spec.serial" in text, text
+    assert "metadata.name must be plan-<spec.serial in 10 digits>" in text, text
+    after = await _list(api)
+    assert name not in after
+    assert keeper in after
+    await _create(api, plan_body(serial))  # its own name is accepted

@@ -30,7 +30,7 @@ async def test_nested_names_are_refused_with_event_and_condition(
     tag = uuid.uuid4().hex[:6]
     outer, inner = f"{tag}.ddb.sim.internal", f"x.{tag}.ddb.sim.internal"
     body = {"apiVersion": "dnsrace.io/v1alpha1", "kind": "DnsPlan",
-            "metadata": {"name": "plan-nested"},
+            "metadata": {"name": "plan-0000000005"},
             "spec": {"serial": 5, "endpoints": [
                 {"name": n, "targets": [{"address": "127.0.10.1", "weight": 1}]}
                 for n in (outer, inner)]}}
@@ -48,7 +48,7 @@ async def test_nested_names_are_refused_with_event_and_condition(
         assert events[0].type == "Warning"
         assert "nests under" in events[0].message
         got = await client.CustomObjectsApi(api).get_namespaced_custom_object(
-            plans.GROUP, plans.VERSION, namespace, plans.PLURAL, "plan-nested")
+            plans.GROUP, plans.VERSION, namespace, plans.PLURAL, "plan-0000000005")
         conditions = {c["type"]: c for c in got["status"]["conditions"]}
         cond = conditions["enactor-a.dnsrace.io/Applied"]
         assert cond["status"] == "False"
@@ -58,7 +58,7 @@ async def test_nested_names_are_refused_with_event_and_condition(
         # Deleted while the enactor runs, so its finalizer comes off and the namespace can go.
         co = client.CustomObjectsApi(api)
         await co.delete_namespaced_custom_object(plans.GROUP, plans.VERSION, namespace,
-                                                 plans.PLURAL, "plan-nested")
+                                                 plans.PLURAL, "plan-0000000005")
         for _ in range(40):
             items = (await co.list_namespaced_custom_object(
                 plans.GROUP, plans.VERSION, namespace, plans.PLURAL))["items"]
