@@ -15,6 +15,10 @@ from typing import Any
 from dnsrace.check import explore, model, properties
 from dnsrace.core.safeguards import ON, Safeguards
 
+BACKGROUND = frozenset({model.PLANNER})
+"""Under a preemption bound, the planner is preempted for free: it runs on its own clock, and
+what the bound should limit is how often an enactor or a finalizer is interrupted."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Counterexample:
@@ -70,12 +74,13 @@ def run(bounds: model.Bounds, *, preemptions: int | None = None,
     if preemptions is None:
         outcome = explore.search(factory, max_states=max_states)
     else:
-        outcome = explore.search_bounded(factory, preemptions, max_states=max_states)
+        outcome = explore.search_bounded(factory, preemptions, max_states=max_states,
+                                         free=BACKGROUND)
     found = dict(outcome.found)
     if found:
         deepest = max(len(f.path) for f in found.values())
         short = explore.shortest(factory, set(found), preemptions=preemptions,
-                                 max_depth=deepest, max_states=max_states)
+                                 max_depth=deepest, max_states=max_states, free=BACKGROUND)
     else:
         short = {}
     counterexamples = []
@@ -83,7 +88,7 @@ def run(bounds: model.Bounds, *, preemptions: int | None = None,
         if prop not in found:
             continue
         best = short.get(prop, found[prop])
-        world = explore.replay(factory, best.path)
+        world = explore.replay(model.factory(bounds, narrate=True), best.path)
         assert isinstance(world, model.EnactorWorld)
         counterexamples.append(Counterexample(prop, best.message, world.table(),
                                               shortest=prop in short))

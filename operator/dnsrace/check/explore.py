@@ -161,10 +161,12 @@ def search(factory: Factory, *, max_states: int | None = None, reduce: bool = Tr
 
 
 def search_bounded(factory: Factory, preemptions: int, *, max_states: int | None = None,
-                   symmetry: bool = True) -> Outcome:
+                   symmetry: bool = True, free: frozenset[str] = frozenset()) -> Outcome:
     """Depth-first over every run with at most ``preemptions`` preemptions (CHESS's
     iterative context bounding): switching away from a process that could go on costs one;
-    switching when it waits or has finished is free. Used where the full space is too large.
+    switching when it waits or has finished is free, and so is switching away from a process
+    in ``free`` (a background process, such as a planner that runs on its own clock). Used
+    where the full space is too large.
 
     States are remembered with the budget left and the running process; a state is expanded
     again only with more budget. Sleep sets are not combined with the bound (that needs more
@@ -192,7 +194,7 @@ def search_bounded(factory: Factory, preemptions: int, *, max_states: int | None
             stats.max_depth = max(stats.max_depth, len(path))
         best[slot] = budget
         enabled = world.run.enabled()
-        running = current in enabled
+        running = current in enabled and current not in free
         # Going on with the running process first keeps the live world for the cheap branch.
         order = sorted(enabled, key=lambda n: n != current)
         todo = [n for n in order if not (running and n != current and budget == 0)]
@@ -222,7 +224,7 @@ def search_bounded(factory: Factory, preemptions: int, *, max_states: int | None
 
 def shortest(factory: Factory, props: set[str], *, preemptions: int | None = None,
              max_depth: int | None = None, max_states: int | None = None,
-             symmetry: bool = True) -> dict[str, Found]:
+             symmetry: bool = True, free: frozenset[str] = frozenset()) -> dict[str, Found]:
     """Breadth-first, so the first violation found of each property in ``props`` has the
     fewest steps (among runs with at most ``preemptions`` preemptions when that is given).
     Stops when all are found, or at ``max_depth`` steps or ``max_states`` states."""
@@ -245,7 +247,7 @@ def shortest(factory: Factory, props: set[str], *, preemptions: int | None = Non
         for path, current, budget in frontier:
             base = replay(factory, path)
             enabled = base.run.enabled()
-            running = current in enabled
+            running = current in enabled and current not in free
             todo = [n for n in enabled if not (running and n != current and budget == 0)]
             for i, name in enumerate(todo):
                 child = base if i == 0 else replay(factory, path)

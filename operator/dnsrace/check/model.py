@@ -73,9 +73,11 @@ def enactor_name(i: int) -> str:
     return f"enactor-{chr(ord('a') + i)}"
 
 
-def make_plan(serial: int, endpoints: list[str]) -> plans.Plan:
+@functools.cache
+def make_plan(serial: int, endpoints: tuple[str, ...]) -> plans.Plan:
+    """Plans are immutable, so every replay of a run shares them."""
     node = planning.Node(name=f"lb-{serial}", address=f"127.0.10.{serial}", capacity=100)
-    plan = planning.make_plan(serial, endpoints, [node], per_endpoint=1)
+    plan = planning.make_plan(serial, list(endpoints), [node], per_endpoint=1)
     assert plan is not None
     return plan
 
@@ -110,7 +112,9 @@ class Entry:
 class Shared:
     """The state every process sees: the DNS store, the plans, the writer lock."""
 
-    def __init__(self, endpoints: list[str], finalizers: list[str]) -> None:
+    def __init__(self, endpoints: list[str], finalizers: list[str], narrate: bool) -> None:
+        self.narrate = narrate
+        """Keep a line per step for the counterexample table (not while searching)."""
         self.endpoints = endpoints
         self.finalizers = frozenset(finalizers)
         self.records = {name: stores.MemoryRecordStore() for name in endpoints}
@@ -142,6 +146,10 @@ class Shared:
         view = (store.revision, tuple(contents), serial, addressed)
         self._cache[name] = view
         return view
+
+    def note(self, text: str) -> None:
+        if self.narrate:
+            self.notes.append(text)
 
     def newest(self) -> int:
         return max((s for s, e in self.plans.items() if not e.terminating), default=0)
@@ -179,7 +187,8 @@ class RecordView(stores.RecordStore):
         await scheduler.Point(scheduler.Op(f"read {short(name)}", reads=_ep(name)))
         state = await self.shared.records[name].read(name)
         self.history.add(("read", name, self.shared.endpoint(name)[1]))
-        self.shared.notes.append(_state_note(state))
+        if self.shared.narrate:
+            self.shared.note(_state_note(state))
         return state
 
     async def apply(self, change: stores.Change) -> None:
@@ -196,11 +205,11 @@ class RecordView(stores.RecordStore):
             await self.shared.records[change.name].apply(change)
         except stores.ChangeRejected:
             self.history.add(("apply", change.name, False))
-            self.shared.notes.append("refused")
+            self.shared.note("refused")
             raise
         self.history.add(("apply", change.name, True))
-        state = await self.shared.records[change.name].read(change.name)
-        self.shared.notes.append(_state_note(state))
+        if self.shared.narrate:
+            self.shared.note(_state_note(await self.shared.records[change.name].read(change.name)))
 
     async def markers(self) -> dict[str, tuple[stores.ActiveMarker, int]]:
         await scheduler.Point(scheduler.Op("read all markers", reads=ALL_EPS))
@@ -209,7 +218,7 @@ class RecordView(stores.RecordStore):
             out.update(await store.markers())
         summary = tuple(sorted((n, m.serial, rev) for n, (m, rev) in out.items()))
         self.history.add(("markers", summary))
-        self.shared.notes.append(
+        self.shared.note(
             ", ".join(f"{short(n)}: {s}" for n, s, _ in summary) or "no markers")
         return out
 
@@ -225,14 +234,14 @@ class PlanView(enacting.PlanStore):
         await scheduler.Point(scheduler.Op("read newest plan", reads=ALL_PLANS))
         serial = self.shared.newest()
         self.history.add(("newest", serial))
-        self.shared.notes.append(f"plan {serial}" if serial else "none")
+        self.shared.note(f"plan {serial}" if serial else "none")
         return self.shared.plans[serial].plan if serial else None
 
     async def get(self, serial: int) -> enacting.StoredPlan | None:
         await scheduler.Point(scheduler.Op(f"read plan {serial}", reads=_plan(serial)))
         entry = self.shared.plans.get(serial)
         self.history.add(("get", serial, entry.terminating if entry else None))
-        self.shared.notes.append("gone" if entry is None else
+        self.shared.note("gone" if entry is None else
                                  "terminating" if entry.terminating else "exists")
         if entry is None:
             return None
@@ -242,7 +251,7 @@ class PlanView(enacting.PlanStore):
         await scheduler.Point(scheduler.Op("list plans", reads=ALL_PLANS))
         out = sorted(s for s, e in self.shared.plans.items() if not e.terminating)
         self.history.add(("serials", tuple(out)))
-        self.shared.notes.append(", ".join(map(str, out)) or "none")
+        self.shared.note(", ".join(map(str, out)) or "none")
         return out
 
     async def delete(self, serial: int) -> None:
@@ -252,7 +261,7 @@ class PlanView(enacting.PlanStore):
             entry.terminating = True
             entry.finalizers = self.shared.finalizers
         self.history.add(("delete", serial))
-        self.shared.notes.append("terminating, finalizers pending" if entry else "gone")
+        self.shared.note("terminating, finalizers pending" if entry else "gone")
 
 
 class LockView(enacting.WriterLock):
@@ -266,21 +275,21 @@ class LockView(enacting.WriterLock):
         await scheduler.Point(scheduler.Op("take writer lock", writes=frozenset({"lock"})))
         other = await self.shared.lock.acquire(holder)
         self.history.add(("acquire", other is None))
-        self.shared.notes.append(f"held by {other}" if other else "taken")
+        self.shared.note(f"held by {other}" if other else "taken")
         return other
 
     async def release(self, holder: str) -> None:
         await scheduler.Point(scheduler.Op("release writer lock", writes=frozenset({"lock"})))
         await self.shared.lock.release(holder)
         self.history.add(("release",))
-        self.shared.notes.append("released")
+        self.shared.note("released")
 
 
 async def _planner(shared: Shared, count: int) -> None:
     for serial in range(1, count + 1):
         await scheduler.Point(scheduler.Op(f"add plan {serial}", writes=_plan(serial)))
-        shared.plans[serial] = Entry(make_plan(serial, shared.endpoints))
-        shared.notes.append("created")
+        shared.plans[serial] = Entry(make_plan(serial, tuple(shared.endpoints)))
+        shared.note("created")
     shared.planner_done = True
 
 
@@ -324,19 +333,19 @@ async def _finalizer(shared: Shared, enactor: enacting.Enactor, history: History
     entry = shared.plans[serial]
     entry.finalizers = entry.finalizers - {enactor.name}
     if entry.finalizers:
-        shared.notes.append(f"{len(entry.finalizers)} finalizer(s) left")
+        shared.note(f"{len(entry.finalizers)} finalizer(s) left")
     else:
         del shared.plans[serial]
-        shared.notes.append(f"plan {serial} deleted")
+        shared.note(f"plan {serial} deleted")
 
 
 class EnactorWorld(explore.World):
     """One run of the planner, the enactors and their finalizers within ``bounds``."""
 
-    def __init__(self, bounds: Bounds) -> None:
+    def __init__(self, bounds: Bounds, narrate: bool = False) -> None:
         self.bounds = bounds
         self.names = names = [enactor_name(i) for i in range(bounds.enactors)]
-        self.shared = Shared(endpoint_names(bounds.endpoints), names)
+        self.shared = Shared(endpoint_names(bounds.endpoints), names, narrate)
         self.histories: dict[str, History] = {}
         processes: dict[str, scheduler.Process] = {
             PLANNER: _planner(self.shared, bounds.plans)}
@@ -411,5 +420,5 @@ class EnactorWorld(explore.World):
                 in enumerate(zip(self.run.steps, self.shared.notes, strict=True))]
 
 
-def factory(bounds: Bounds) -> explore.Factory:
-    return lambda: EnactorWorld(bounds)
+def factory(bounds: Bounds, narrate: bool = False) -> explore.Factory:
+    return lambda: EnactorWorld(bounds, narrate)
