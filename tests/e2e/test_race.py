@@ -45,14 +45,22 @@ async def test_safeguards_off_the_regional_record_goes_empty_and_stays_blocked(
     assert f["direct_query_regional"]["addresses"] == []
     assert f["direct_query_regional"]["rcode"] in ("NXDOMAIN", "NOERROR")
     assert all(f["fault_injections"].values())
+    # The DynamoDB clients, from their own records: fine before, DNS errors while the record
+    # was empty (from one TTL after CoreDNS first answered NXDOMAIN), fine again after repair.
+    assert f["client_ok_before_fault"] >= 0.99
+    assert f["client_dns_share_while_empty"] >= 0.99
+    assert f["client_dns_details_while_empty"] == ["NXDOMAIN"]
+    assert f["client_ok_after_recovery"] >= 0.99
+    assert f["client_time_to_recover"] <= 10
     assert victim in f["endpoints_on_deleted_plans"]
     assert f["blocked_warnings"] >= 1
     assert f["blocked"]
     assert any(c["status"] == "False" and c["reason"] == "ActivePlanMissing"
                for c in f["conditions_on_newest"]), f["conditions_on_newest"]
     assert f["repair_restored"]
-    for name in ("prober.jsonl", "store.jsonl", "observed.json", "events.json", "plans.json",
-                 "markers.json", "faults.json", "timeline.json", "verdict.json"):
+    for name in ("prober.jsonl", "store.jsonl", "ddb-client.jsonl", "observed.json",
+                 "events.json", "plans.json", "markers.json", "faults.json", "timeline.json",
+                 "verdict.json"):
         assert (tmp_path / "off" / name).is_file(), name
     # Independently of the prober: after the repair the emptied endpoint answers again.
     rcode, addrs = await scenario.dns_query(cluster.cfg, victim)
@@ -71,6 +79,9 @@ async def test_safeguards_on_the_same_faults_do_no_harm(cluster: Cluster, tmp_pa
     assert f["store_regressions"] == 0
     assert f["answers"] >= 0.8 * f["answers_expected"]
     assert f["answers"] > 1000
+    assert f["client_dns_errors"] == 0
+    assert f["client_ok_before_fault"] >= 0.99
+    assert f["client_ok_after_fault"] >= 0.99
     assert f["converged"]
     assert f["endpoints_on_deleted_plans"] == []
     rcode, addrs = await scenario.dns_query(cluster.cfg, regional(cluster))

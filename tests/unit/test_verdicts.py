@@ -291,3 +291,70 @@ def test_other_names_in_the_zone_are_not_the_labs(tmp_path: Path) -> None:
     v = judge(run)
     assert v.figures["store_endpoints_emptied"] == []
     assert v.passed, v.reasons
+
+
+# -- the DynamoDB clients' view ------------------------------------------------------------------
+
+def clients(run: Path, outcome_at: Callable[[float], tuple[str, str]], end: float = 1040) -> None:
+    """Client records every 0.25 s from t=990 to ``end``; ``outcome_at(t)`` says what happened."""
+    rows = []
+    t = 990.0
+    while t < end:
+        outcome, detail = outcome_at(t)
+        rows.append({"t": t, "worker": 0, "op": "read", "outcome": outcome, "detail": detail,
+                     "latency_ms": 2.0, "target": None if outcome == "dns" else "127.0.10.1"})
+        t += 0.25
+    (run / "ddb-client.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    observed(run, clients=True, record_ttl=5, t_repair=1023.0)
+
+
+def incident(t: float) -> tuple[str, str]:
+    """What clients saw in the off run: the record empty from 1008 (CoreDNS) to the repair."""
+    return ("dns", "NXDOMAIN") if 1009 <= t < 1024 else ("ok", "")
+
+
+def test_off_clients_fail_with_dns_while_empty_and_recover(tmp_path: Path) -> None:
+    run = copy(tmp_path, "off")
+    clients(run, incident)
+    v = judge(run)
+    assert v.passed, v.reasons
+    f = v.figures
+    assert f["client_ok_before_fault"] == 1.0
+    assert f["client_dns_share_while_empty"] == 1.0
+    assert f["client_dns_details_while_empty"] == ["NXDOMAIN"]
+    assert f["client_ok_after_recovery"] == 1.0
+    assert f["client_time_to_recover"] == 0.75
+
+
+def test_off_fails_when_clients_kept_succeeding_while_the_record_was_empty(
+        tmp_path: Path) -> None:
+    run = copy(tmp_path, "off")
+    clients(run, lambda t: ("ok", "") if 1015 <= t < 1017 else incident(t))
+    failed_because(judge(run), "failed with a DNS error")
+
+
+def test_off_fails_when_clients_did_not_recover_after_the_repair(tmp_path: Path) -> None:
+    run = copy(tmp_path, "off")
+    clients(run, lambda t: ("connect", "refused") if t >= 1030 else incident(t))
+    failed_because(judge(run), "after the repair only")
+
+
+def test_fails_when_clients_failed_before_the_fault(tmp_path: Path) -> None:
+    run = copy(tmp_path, "off")
+    clients(run, lambda t: ("throttled", "ThrottlingException") if 993 <= t < 994
+            else incident(t))
+    failed_because(judge(run), "before the fault only")
+
+
+def test_fails_when_the_clients_were_started_but_left_no_record(tmp_path: Path) -> None:
+    run = copy(tmp_path, "on")
+    observed(run, clients=True)
+    failed_because(judge(run), "too few to judge")
+
+
+def test_on_clients_must_never_see_a_dns_error(tmp_path: Path) -> None:
+    run = copy(tmp_path, "on")
+    clients(run, lambda t: ("ok", ""))
+    assert judge(run).passed, judge(run).reasons
+    clients(run, lambda t: ("dns", "SERVFAIL") if t == 1015 else ("ok", ""))
+    failed_because(judge(run), "1 client requests failed with a DNS error")

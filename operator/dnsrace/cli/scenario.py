@@ -20,6 +20,10 @@ app = typer.Typer(help="Scenarios: start the lab, inject faults, observe, judge.
                   no_args_is_help=True)
 
 
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{share:.2%}"
+
+
 def print_verdict(v: scenario.Verdict) -> None:
     f = v.figures
     colour = "green" if v.passed else "red"
@@ -53,6 +57,18 @@ def print_verdict(v: scenario.Verdict) -> None:
         ["repair: endpoints changed, restored in (s)",
          f"{f.get('repair_changed', '-')}, {f.get('time_to_restore', '-')}"],
     ]
+    if "client_requests" in f:
+        rows += [
+            ["DynamoDB clients: requests, outcomes",
+             f"{f['client_requests']}, {json.dumps(f.get('client_outcomes'))}"],
+            ["  succeeded before the fault", _pct(f.get("client_ok_before_fault"))],
+            ["  DNS errors under the faults", str(f.get("client_dns_errors"))],
+            ["  failed with a DNS error while the record was empty",
+             _pct(f.get("client_dns_share_while_empty"))],
+            ["  succeeding again after the repair (s), share from 10 s on",
+             f"{f.get('client_time_to_recover', '-')}, "
+             f"{_pct(f.get('client_ok_after_recovery'))}"],
+        ]
     console.table(f"figures ({v.run_dir})", ["figure", "value"], rows)
     for reason in v.reasons:
         console.console.print(f"[red]- {reason}[/red]")

@@ -71,32 +71,8 @@ REGION = "us-east-1"
 PARTITION_KEY = "pk"
 
 
-@dataclasses.dataclass(frozen=True)
-class Request:
-    """One line of the client's JSON-lines record."""
-
-    t: float
-    """Unix time the request was sent."""
-    worker: int
-    op: str
-    """``read`` (GetItem) or ``write`` (conditional PutItem)."""
-    outcome: str
-    detail: str
-    latency_ms: float
-    target: str | None
-    """The address the resolver put first for the worker's connection (None: not resolved)."""
-
-
-def read_records(path: Path) -> list[Request]:
-    """Every request recorded in ``path`` (a torn last line from a killed client is skipped)."""
-    found: list[Request] = []
-    with path.open() as fh:
-        for line in fh:
-            try:
-                found.append(Request(**json.loads(line)))
-            except (ValueError, TypeError):
-                continue
-    return found
+Request = ddb.Request
+read_records = ddb.load_requests
 
 
 class LabResolver(AbstractResolver):

@@ -37,12 +37,12 @@ from kubernetes_asyncio import client, watch
 
 from dnsrace import settings as settings_mod
 from dnsrace.components import lbnode, prober, repairing
-from dnsrace.core import observations, planning, plans, records, verdicts
+from dnsrace.core import ddb, observations, planning, plans, records, verdicts
 from dnsrace.core.safeguards import Safeguards
 from dnsrace.dnsstore import etcd as etcd_store
 from dnsrace.dnsstore import recorder as store_recorder
 from dnsrace.kube import client as kube_client
-from dnsrace.localplane import processes
+from dnsrace.localplane import dynamodb, processes
 
 Report = Callable[[str], None]
 
@@ -69,6 +69,14 @@ class RaceParams:
     settle: float = 30.0
     """Seconds allowed for convergence once the faults are removed and the planner stops."""
     probe_rate: float = 10.0
+    client_workers: int = 4
+    """DynamoDB client workers (local mode): they resolve the regional endpoint through CoreDNS
+    and reach DynamoDB Local through the LB nodes, so the empty record is theirs too."""
+    client_rate: float = 10.0
+    """Requests per second per client worker."""
+    after_repair: float = 15.0
+    """Seconds the clients keep going after the repair (their recovery is judged from
+    ``verdicts.CLIENT_RECOVERY`` s on)."""
 
     def stall_seconds(self, lifetime: list[float], to_regional: list[float],
                       cycle: float) -> tuple[float, float]:
@@ -145,6 +153,8 @@ class Lab:
         """Every transaction on the lab's keys in the DNS etcd (``store.jsonl``)."""
         self.attempts_at_empty: int | None = None
         """enactor-a's stalls served when the regional records were first removed."""
+        self.backend: dynamodb.Backend | None = None
+        """DynamoDB Local behind the LB nodes (local mode)."""
 
     def mark(self, what: str, **extra: Any) -> float:
         now = time.time()
@@ -170,6 +180,8 @@ class Lab:
                 await self.stop(name)
         await asyncio.gather(*(asyncio.to_thread(self.procs.stop, m.name, 10)
                                for m in self.procs.all()))
+        if self.backend is not None:
+            await self.backend.stop()
         await self.store.close()
         await self.api.close()
 
@@ -439,8 +451,13 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         await lab.follow_lifecycle()
 
         port = 18200  # clear of the local plane's ports (CoreDNS ready is 18181)
+        front_door: list[str] = []
+        if not lab.cluster:
+            lab.backend = await dynamodb.start(cfg, run_dir / "logs" / "dynamodb-local.log")
+            lab.mark("DynamoDB Local started", started_in=round(lab.backend.started_in, 2))
+            front_door = ["--backend", f"{lab.backend.host}:{lab.backend.port}"]
         for i in range(cfg.lab.lb_nodes):
-            await lab.start(f"lbnode-{i}", "lbnode", "--name", f"lbnode-{i}",
+            await lab.start(f"lbnode-{i}", "lbnode", "--name", f"lbnode-{i}", *front_door,
                             port=port + 10 + i)
         ok = await _wait(lambda: _count_nodes(lab, 1 if lab.cluster else cfg.lab.lb_nodes), 30)
         if not ok:
@@ -450,6 +467,14 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         await lab.start("prober", "prober", "--out", str(run_dir / "prober.jsonl"),
                         "--rate", str(params.probe_rate), port=port + 5)
         await lab.start("planner", "planner", port=port)
+        clients = run_dir / "ddb-client.jsonl"
+        if lab.backend is not None:
+            # Started with the others (a client's start-up is slow); its requests fail with DNS
+            # errors until the first plan is applied, and the verdict counts from its first
+            # success.
+            await lab.start("ddb-client", "ddb-client", "--out", str(clients),
+                            "--workers", str(params.client_workers),
+                            "--rate", str(params.client_rate), port=port + 6)
         lab.mark("components started", enactors=list(cfg.lab.enactors))
 
         async def regional_answers() -> bool:
@@ -459,6 +484,17 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         if not await _wait(regional_answers, 60):
             raise RuntimeError("the regional endpoint never answered during warm-up; "
                                f"see logs in {run_dir}/logs")
+        if lab.backend is not None:
+
+            async def clients_succeed() -> bool:
+                done = ddb.load_requests(clients) if clients.exists() else []
+                return sum(r.outcome == "ok" for r in done) >= verdicts.CLIENT_MIN_REQUESTS
+
+            if not await _wait(clients_succeed, 60):
+                raise RuntimeError("the DynamoDB clients made no successful request during "
+                                   f"warm-up; see {run_dir}/logs/ddb-client.log")
+            lab.mark("DynamoDB clients succeed", workers=params.client_workers,
+                     rate=params.client_rate)
         # Every enactor's writes and clean-up get slow first (as Route 53 changes are); the plan
         # period and the enactors' cycle are then measured under that load, and set how old
         # enactor-a's plan is after a given stall.
@@ -498,6 +534,7 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
             "endpoints": lab.endpoints, "zone": cfg.dns.zone, "scope": lab.ns,
             "probe_rate": params.probe_rate, "hold": params.hold, "observe": params.observe,
             "window": params.window, "calibration": figures,
+            "clients": lab.backend is not None, "record_ttl": plans.DEFAULT_TTL,
         }
         expect = params.expectation
         if expect.outage or expect.may_empty:
@@ -529,10 +566,14 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
                 return rcode == "NOERROR" and bool(addrs)
 
             restored = await _wait(regional_answers_again, 20, interval=0.2)
+            observed["t_repair"] = t_repair
             observed["repair_restored"] = restored
             observed["time_to_restore"] = round(time.time() - t_repair, 2) if restored else None
             lab.mark("repaired", changed=len(changed), restored=restored)
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(params.after_repair - (time.time() - t_repair)
+                                if lab.backend is not None else 1.5)
+
+        await lab.stop("ddb-client")
 
         await lab.stop("prober")
         observed["t_probe_end"] = time.time()

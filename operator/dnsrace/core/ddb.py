@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import random
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 THROTTLE_CODES = frozenset({
     "ThrottlingException", "ProvisionedThroughputExceededException",
@@ -195,3 +197,31 @@ def choose_request(rng: random.Random, write_fraction: float, keys: int) -> tupl
     """("read" | "write", key) for the next request of the steady mix."""
     kind = "write" if rng.random() < write_fraction else "read"
     return kind, f"key-{rng.randrange(keys):05d}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One line of the client's JSON-lines record (docs/dynamodb.md)."""
+
+    t: float
+    """Unix time the request was sent."""
+    worker: int
+    op: str
+    """``read`` (GetItem) or ``write`` (conditional PutItem)."""
+    outcome: str
+    detail: str
+    latency_ms: float
+    target: str | None
+    """The address the resolver put first for the worker's connection (None: not resolved)."""
+
+
+def load_requests(path: Path) -> list[Request]:
+    """Every request recorded in ``path`` (a torn last line from a killed client is skipped)."""
+    found: list[Request] = []
+    with path.open() as fh:
+        for line in fh:
+            try:
+                found.append(Request(**json.loads(line)))
+            except (ValueError, TypeError):
+                continue
+    return found

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dnsrace.core import observations, storelog
+from dnsrace.core import ddb, observations, storelog
 from dnsrace.core.safeguards import Safeguards
 
 DEFINITE_EMPTY = ("NXDOMAIN", "NOERROR")
@@ -30,6 +30,14 @@ no address (NODATA). SERVFAIL and timeouts are the data plane failing, not the r
 
 MIN_SAMPLED = 0.8
 """The prober must have sampled at least this share of the answers its rate implies."""
+
+CLIENT_SHARE = 0.99
+"""Clients: the share of requests that must succeed (before the fault, after recovery, and
+throughout with the safeguards on), or fail with a DNS error while the record is empty."""
+CLIENT_RECOVERY = 10.0
+"""Seconds after the repair from which the clients must succeed again."""
+CLIENT_MIN_REQUESTS = 20
+"""A share over fewer requests than this is no evidence."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +100,7 @@ class RunRecord:
     probes: list[observations.Observation]
     store: list[storelog.Revision]
     faults: list[dict[str, Any]]
+    clients: list[ddb.Request] = dataclasses.field(default_factory=list)
 
     @classmethod
     def load(cls, run_dir: Path) -> RunRecord:
@@ -100,11 +109,13 @@ class RunRecord:
             return json.loads(path.read_text()) if path.exists() else default
 
         probes_path, store_path = run_dir / "prober.jsonl", run_dir / "store.jsonl"
+        clients_path = run_dir / "ddb-client.jsonl"
         return cls(
             observed=read("observed.json", {}),
             probes=observations.load(probes_path) if probes_path.exists() else [],
             store=storelog.load(store_path) if store_path.exists() else [],
             faults=read("faults.json", []),
+            clients=ddb.load_requests(clients_path) if clients_path.exists() else [],
         )
 
 
@@ -191,6 +202,8 @@ def judge(record: RunRecord, run_dir: str = "") -> Verdict:
         _judge_outage(obs, figures, reasons, regional, reg_longest, reg_removed is not None)
     else:
         _judge_safeguarded(exp, figures, reasons, converged, on_deleted)
+    if obs.get("clients"):
+        _judge_clients(record.clients, obs, exp, figures, reasons)
     return Verdict(safeguards=str(sg), expected=exp.text, passed=not reasons, reasons=reasons,
                    figures=figures, run_dir=run_dir)
 
@@ -257,8 +270,11 @@ def _judge_safeguarded(exp: Expectation, figures: dict[str, Any], reasons: list[
 
 SERIES_RANGES = ("time_to_records_removed", "time_to_first_empty", "stall_attempts",
                  "regional_empty_window", "time_to_restore", "plans_during_faults",
-                 "regional_marker_writes", "answers")
-SERIES_TOTALS = ("empty_answers", "failed_answers", "stale_regressions", "store_regressions")
+                 "regional_marker_writes", "answers", "client_requests",
+                 "client_ok_before_fault", "client_dns_share_while_empty",
+                 "client_time_to_recover", "client_ok_after_recovery", "client_ok_after_fault")
+SERIES_TOTALS = ("empty_answers", "failed_answers", "stale_regressions", "store_regressions",
+                 "client_dns_errors")
 SERIES_COUNTS = ("blocked", "converged", "repair_restored")
 
 
@@ -279,3 +295,71 @@ def series(judged: list[Verdict]) -> dict[str, str]:
     emptied = sorted({e for v in judged for e in v.figures.get("store_endpoints_emptied", [])})
     out["endpoints emptied in the store (any run)"] = ", ".join(emptied) or "none"
     return out
+
+
+def _share(requests: list[ddb.Request], outcome: str) -> float | None:
+    if not requests:
+        return None
+    return round(sum(r.outcome == outcome for r in requests) / len(requests), 4)
+
+
+def _judge_clients(requests: list[ddb.Request], obs: dict[str, Any], exp: Expectation,
+                   figures: dict[str, Any], reasons: list[str]) -> None:
+    """The DynamoDB clients' view (``ddb-client.jsonl``): what the empty record did to them."""
+    t_fault = float(obs.get("t_fault", 0.0))
+    ttl = float(obs.get("record_ttl", 5))
+    first_ok = next((r.t for r in sorted(requests, key=lambda r: r.t) if r.outcome == "ok"),
+                    None)
+    before = [r for r in requests if first_ok is not None and first_ok <= r.t < t_fault]
+    after = [r for r in requests if r.t >= t_fault]
+    outcomes: dict[str, int] = {}
+    for r in requests:
+        outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
+    figures["client_requests"] = len(requests)
+    figures["client_outcomes"] = dict(sorted(outcomes.items()))
+    figures["client_ok_before_fault"] = _share(before, "ok")
+    figures["client_dns_errors"] = sum(r.outcome == "dns" for r in after)
+    figures["client_ok_after_fault"] = _share(after, "ok")
+    if len(before) < CLIENT_MIN_REQUESTS:
+        reasons.append(f"the clients made {len(before)} requests before the fault, too few "
+                       f"to judge (need {CLIENT_MIN_REQUESTS})")
+    elif (figures["client_ok_before_fault"] or 0) < CLIENT_SHARE:
+        reasons.append(f"before the fault only {figures['client_ok_before_fault']:.2%} of "
+                       f"client requests succeeded")
+    if exp.outage:
+        first_empty = figures.get("time_to_first_empty")
+        t_repair = obs.get("t_repair")
+        if first_empty is None or t_repair is None:
+            reasons.append("no empty window and repair to judge the clients by")
+            return
+        empty = [r for r in requests if t_fault + first_empty + ttl <= r.t < t_repair]
+        recovered = [r for r in requests if r.t >= t_repair + CLIENT_RECOVERY]
+        failing = [r.t for r in requests if r.t >= t_repair and r.outcome != "ok"]
+        figures["client_dns_share_while_empty"] = _share(empty, "dns")
+        figures["client_dns_details_while_empty"] = sorted({r.detail for r in empty
+                                                            if r.outcome == "dns"})
+        figures["client_ok_after_recovery"] = _share(recovered, "ok")
+        figures["client_time_to_recover"] = round(max(failing) - t_repair, 2) if failing \
+            else 0.0
+        if len(empty) < CLIENT_MIN_REQUESTS:
+            reasons.append(f"only {len(empty)} client requests while the record was empty")
+        elif (figures["client_dns_share_while_empty"] or 0) < CLIENT_SHARE:
+            reasons.append(f"while the record was empty only "
+                           f"{figures['client_dns_share_while_empty']:.2%} of client requests "
+                           f"failed with a DNS error")
+        if len(recovered) < CLIENT_MIN_REQUESTS:
+            reasons.append(f"only {len(recovered)} client requests from {CLIENT_RECOVERY:g}s "
+                           f"after the repair")
+        elif (figures["client_ok_after_recovery"] or 0) < CLIENT_SHARE:
+            reasons.append(f"{CLIENT_RECOVERY:g}s after the repair only "
+                           f"{figures['client_ok_after_recovery']:.2%} of client requests "
+                           f"succeeded")
+    elif not exp.may_empty:
+        if figures["client_dns_errors"]:
+            reasons.append(f"{figures['client_dns_errors']} client requests failed with a DNS "
+                           f"error")
+        if len(after) < CLIENT_MIN_REQUESTS:
+            reasons.append(f"only {len(after)} client requests under the faults")
+        elif (figures["client_ok_after_fault"] or 0) < CLIENT_SHARE:
+            reasons.append(f"only {figures['client_ok_after_fault']:.2%} of client requests "
+                           f"succeeded under the faults")
