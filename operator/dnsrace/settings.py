@@ -316,8 +316,13 @@ class Settings:
 
     @property
     def external_cluster(self) -> bool:
-        """True when the environment points at a cluster dnsrace did not start (e.g. kind)."""
-        return self.kube.kubeconfig is not None
+        """True when the kubeconfig points at a cluster dnsrace did not start (e.g. kind).
+
+        Decided by what ``DNSRACE_KUBECONFIG`` names, not by its being set: ``dnsrace local
+        env`` exports the local plane's own kubeconfig, and that is still the local plane.
+        """
+        given = self.kube.kubeconfig
+        return given is not None and given.resolve() != self.paths.kubeconfig.resolve()
 
 
 def _ddb_from_env(env: Mapping[str, str]) -> Ddb:

@@ -5,6 +5,9 @@ without a kubelet: the env patch lands in the named container, and the rollout w
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +15,10 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
+from dnsrace import settings as settings_mod
 from dnsrace.components import scenario
 from dnsrace.core.safeguards import Safeguards
-from tests.conftest import Cluster
+from tests.conftest import Cluster, local_only
 
 DEPLOYMENT = """
 apiVersion: apps/v1
@@ -62,3 +66,18 @@ async def test_cluster_mode_configures_and_scales_a_deployment(
     assert env["DNSRACE_KEEP"] == "4"
     assert env["DNSRACE_NAMESPACE"] == "dnsrace", "other variables are kept"
     assert dep.status.observed_generation >= dep.metadata.generation
+
+
+@local_only
+def test_the_readme_local_env_sequence_stays_local(cluster: Cluster) -> None:
+    """README: `eval "$(.venv/bin/dnsrace local env)"`, then a scenario: still the local plane,
+    not an external cluster (which would wait for LB nodes the chart runs)."""
+    assert cluster.plane is not None
+    out = subprocess.run([sys.executable, "-m", "dnsrace", "local", "env"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    exported = dict(line.removeprefix("export ").split("=", 1)
+                    for line in out.stdout.splitlines() if line.startswith("export "))
+    assert set(exported) >= {"DNSRACE_KUBECONFIG", "DNSRACE_DNS_SERVER", "DNSRACE_DNS_ETCD"}
+    cfg = settings_mod.Settings.from_env({**os.environ, **exported})
+    assert not cfg.external_cluster
+    assert cfg.kubeconfig.resolve() == cluster.plane.cfg.paths.kubeconfig.resolve()

@@ -140,3 +140,26 @@ async def test_no_empty_refuses_to_write_an_endpoint_without_a_usable_target() -
     assert fips.marker is not None
     assert fips.marker.serial == 1
     assert (await rec.read(REGIONAL)).marker == stores.ActiveMarker(2, "enactor-a")
+
+
+async def test_a_plan_fencing_skipped_everywhere_is_reported_skipped_not_applied() -> None:
+    rec = stores.MemoryRecordStore()
+    pls = enacting.MemoryPlanStore()
+    a = enacting.Enactor("enactor-a", rec, pls, Safeguards(fencing=True))
+    b = enacting.Enactor("enactor-b", rec, pls, Safeguards(fencing=True))
+    pls.add(plan(1))
+    assert await a.take() is not None  # a takes plan 1, then is paused...
+    pls.add(plan(2))
+    applied = await b.cycle()  # ...while b applies plan 2 everywhere
+    assert applied is not None
+    assert applied.verdict()[:2] == ("Applied", "Applied")
+    report = enacting.CycleReport(serial=1)
+    await a._apply(plans.Plan(serial=1, endpoints=plan(1).endpoints), report)
+    assert report.skipped == "plan 1 is not newer than the applied plan"
+    # Past the one-time check (taken before plan 2 landed), each write is skipped by fencing.
+    walk = enacting.CycleReport(serial=1, outcomes=[
+        await a.apply_endpoint(plan(1), e) for e in plan(1).endpoints])
+    assert walk.complete
+    phase, reason, message = walk.verdict()
+    assert (phase, reason) == ("Skipped", "NewerPlanActive")
+    assert "2 of 2 endpoints" in message

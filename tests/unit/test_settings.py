@@ -33,3 +33,15 @@ def test_crd_zone_matches_settings() -> None:
         "properties"]["endpoints"]["items"]["properties"]["name"]
     rules = " ".join(r["rule"] for r in name_schema["x-kubernetes-validations"])
     assert f"'.{settings.ZONE}'" in rules
+
+
+def test_local_mode_is_decided_by_what_the_kubeconfig_points_at(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    local = settings.Settings.from_env({
+        "DNSRACE_STATE_DIR": str(state),
+        # what `eval "$(dnsrace local env)"` exports, spelled another way
+        "DNSRACE_KUBECONFIG": str(state / "local" / ".." / "local" / "kubeconfig")})
+    assert not local.external_cluster
+    kind = settings.Settings.from_env({"DNSRACE_STATE_DIR": str(state),
+                                       "DNSRACE_KUBECONFIG": str(tmp_path / "kind.yaml")})
+    assert kind.external_cluster

@@ -204,27 +204,15 @@ class EnactorController:
 
     async def _report(self, report: enacting.CycleReport) -> None:
         name = plans.object_name(report.serial)
-        blocked = report.blocked
-        if report.skipped:
-            phase, reason, message = "Skipped", "NotApplied", report.skipped
-        elif blocked:
-            first = blocked[0]
-            phase, reason = "Blocked", first.reason
-            message = "; ".join(o.message for o in blocked)
-        else:
-            phase, reason = "Applied", "Applied"
-            healed = [o for o in report.outcomes if o.result is enacting.Result.HEALED]
-            message = f"applied {len(report.outcomes)} endpoints"
-            if healed:
-                message += f"; healed {', '.join(o.endpoint for o in healed)}"
-            if report.cleaned:
-                message += f"; deleted plans {report.cleaned[0]}..{report.cleaned[-1]}"
+        phase, reason, message = report.verdict()
         status = {
             "endpointCount": len(self.plan_store.cache[report.serial].plan.endpoints)
             if report.serial in self.plan_store.cache else None,
             "enactors": [{
                 "name": self.name, "phase": phase,
-                "appliedEndpoints": sum(o.result is not enacting.Result.BLOCKED
+                "appliedEndpoints": sum(o.result in (enacting.Result.APPLIED,
+                                                     enacting.Result.HEALED,
+                                                     enacting.Result.UNCHANGED)
                                         for o in report.outcomes),
                 "message": message[:1000], "updatedAt": reporting.now(),
             }],
@@ -292,8 +280,8 @@ class EnactorController:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=1.0)
                 continue
-            outcome = ("skipped" if report.skipped else "blocked" if report.blocked
-                       else "applied")
+            phase, _, message = report.verdict()
+            outcome = phase.lower()
             CYCLES.labels(self.name, outcome).inc()
             for o in report.outcomes:
                 WRITES.labels(self.name, o.result.value, o.reason).inc()
@@ -301,9 +289,7 @@ class EnactorController:
             CLEANED.labels(self.name).inc(len(report.cleaned))
             if report.complete:
                 LAST.labels(self.name).set(report.serial)
-            log.info("%s plan %s: %s%s", self.name, report.serial, outcome,
-                     f" ({report.skipped or report.blocked[0].message})"
-                     if outcome != "applied" else f", deleted {len(report.cleaned)} old plans")
+            log.info("%s plan %s: %s (%s)", self.name, report.serial, outcome, message)
             await self._report(report)
 
 

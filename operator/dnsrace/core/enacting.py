@@ -150,6 +150,33 @@ class CycleReport:
     def complete(self) -> bool:
         return not self.skipped and not self.blocked
 
+    def verdict(self) -> tuple[str, str, str]:
+        """(phase, reason, message) for logs, status and Events: what the cycle really did.
+
+        A plan that fencing skipped on every endpoint it would have changed (newer plans were
+        active there) is "Skipped", never "Applied", though the cycle is complete.
+        """
+        if self.skipped:
+            return "Skipped", "NotApplied", self.skipped
+        if self.blocked:
+            return ("Blocked", self.blocked[0].reason,
+                    "; ".join(o.message for o in self.blocked))
+        written = [o for o in self.outcomes if o.result in (Result.APPLIED, Result.HEALED)]
+        passed = [o for o in self.outcomes if o.result is Result.SKIPPED]
+        if passed and not written:
+            return ("Skipped", "NewerPlanActive",
+                    f"plan {self.serial} skipped: a newer plan is active on "
+                    f"{len(passed)} of {len(self.outcomes)} endpoints")
+        message = f"applied {len(written)} of {len(self.outcomes)} endpoints"
+        if passed:
+            message += f" ({len(passed)} skipped: a newer plan was active)"
+        healed = [o.endpoint for o in written if o.result is Result.HEALED]
+        if healed:
+            message += f"; healed {', '.join(healed)}"
+        if self.cleaned:
+            message += f"; deleted plans {self.cleaned[0]}..{self.cleaned[-1]}"
+        return "Applied", "Applied", message
+
 
 class PlanGone(Exception):
     """The plan being applied was deleted while the enactor walked it."""
