@@ -37,7 +37,7 @@ from kubernetes_asyncio import client, watch
 
 from dnsrace import settings as settings_mod
 from dnsrace.components import lbnode, prober, repairing
-from dnsrace.core import ddb, observations, planning, plans, records, verdicts
+from dnsrace.core import ddb, observations, planning, plans, records, supervision, verdicts
 from dnsrace.core.safeguards import Safeguards
 from dnsrace.dnsstore import etcd as etcd_store
 from dnsrace.dnsstore import recorder as store_recorder
@@ -155,6 +155,10 @@ class Lab:
         """enactor-a's stalls served when the regional records were first removed."""
         self.backend: dynamodb.Backend | None = None
         """DynamoDB Local behind the LB nodes (local mode)."""
+        self.supervisor = supervision.Supervisor()
+        """Restarts local components that exit, as a Deployment's kubelet would."""
+        self._specs: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self._supervising: asyncio.Task[None] | None = None
 
     def mark(self, what: str, **extra: Any) -> float:
         now = time.time()
@@ -167,9 +171,15 @@ class Lab:
         self.api = await kube_client.api_client(self.cfg.api_kubeconfig)
         self.store = etcd_store.EtcdRecordStore.from_endpoint(self.cfg.dns.etcd_endpoint,
                                                               scope=self.ns)
+        if not self.cluster:
+            self._supervising = asyncio.create_task(self._supervise())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._supervising is not None:
+            self._supervising.cancel()
+            await asyncio.gather(self._supervising, return_exceptions=True)
+        self.write_restarts()
         for task in self._watches:
             task.cancel()
         await asyncio.gather(*self._watches, return_exceptions=True)
@@ -217,9 +227,34 @@ class Lab:
             self.scaled.add(name)
         else:
             argv = [sys.executable, "-m", "dnsrace", *args]
-            self.procs.start(name, argv, env=self._env(port), cwd=self.run_dir)
+            env = self._env(port)
+            self.procs.start(name, argv, env=env, cwd=self.run_dir)
+            self._specs[name] = (argv, env)
+            self.supervisor.started(name, time.time())
+
+    async def _supervise(self) -> None:
+        """Restart components that exit (a crash, a kill Fault, an outside kill -9)."""
+        while True:
+            await asyncio.sleep(0.5)
+            for name in self.supervisor.supervised():
+                managed = self.procs.get(name)
+                alive = managed is not None and managed.alive()
+                now = time.time()
+                if self.supervisor.tick(name, alive, self.procs.exit_status(name), now):
+                    last = self.supervisor.exits[-1]
+                    self.mark("component restarted", component=name, how=last.how,
+                              restarts=last.restarts + 1)
+                    argv, env = self._specs[name]
+                    self.procs.start(name, argv, env=env, cwd=self.run_dir)
+                    self.supervisor.started(name, now)
+
+    def write_restarts(self) -> list[dict[str, Any]]:
+        exits = [dataclasses.asdict(e) | {"how": e.how} for e in self.supervisor.exits]
+        (self.run_dir / "restarts.json").write_text(json.dumps(exits, indent=1))
+        return exits
 
     async def stop(self, name: str) -> None:
+        self.supervisor.forget(name)
         if name == "prober" and self._prober is not None:
             task, stop = self._prober
             stop.set()
@@ -592,6 +627,7 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         (run_dir / "lifecycle.json").write_text(json.dumps({
             "plans": {str(k): v for k, v in sorted(lab.lifecycle.items())},
             "regional_writes": lab.regional_writes}, indent=1))
+        observed["restarts"] = lab.write_restarts()
         (run_dir / "observed.json").write_text(json.dumps(observed, indent=1))
 
     verdict = verdicts.judge(verdicts.RunRecord.load(run_dir), str(run_dir))

@@ -197,6 +197,13 @@ def judge(record: RunRecord, run_dir: str = "") -> Verdict:
                        f"{MIN_SAMPLED:.0%} of the {expected_answers:.0f} its rate implies")
     if store.revisions < 2:
         reasons.append("the store recorder saw no transaction after its snapshot")
+    restarts = obs.get("restarts", [])
+    figures["component_restarts"] = [f"{r['component']} {r['how']}" for r in restarts]
+    if restarts and not obs.get("restarts_expected"):
+        # The race injects no kill: a component that died did so by itself (or by an outside
+        # hand), and what the run measured is not the race alone.
+        reasons.append(f"components died during the run: "
+                       f"{', '.join(figures['component_restarts'])} (restarted)")
 
     if exp.outage:
         _judge_outage(obs, figures, reasons, regional, reg_longest, reg_removed is not None)

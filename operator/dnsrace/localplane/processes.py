@@ -68,6 +68,14 @@ class Processes:
     def __init__(self, directory: Path) -> None:
         self.pid_dir = directory / "pids"
         self.log_dir = directory / "logs"
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        """Processes this instance started, so their exit status can be read (``exit_status``)."""
+
+    def exit_status(self, name: str) -> int | None:
+        """The exit code of a child this instance started (negative: the signal that ended
+        it), or None while it runs or when another process started it."""
+        child = self.children.get(name)
+        return None if child is None else child.poll()
 
     def _pid_file(self, name: str) -> Path:
         return self.pid_dir / f"{name}.json"
@@ -116,6 +124,7 @@ class Processes:
                 cwd=cwd,
                 start_new_session=True,  # survives the CLI and is not hit by its Ctrl-C
             )
+        self.children[name] = proc
         stat = read_stat(proc.pid)
         managed = Managed(
             name=name, pid=proc.pid, executable=os.path.realpath(argv[0]), log=str(log),
