@@ -21,7 +21,7 @@ def bounds(sg: str, enactors: int, plans: int, endpoints: int) -> model.Bounds:
 
 
 def test_safeguards_off_the_race_deletes_the_active_plan_in_a_short_trace() -> None:
-    report = checking.run(bounds("off", 2, 3, 2), preemptions=2)
+    report = checking.run(bounds("off", 2, 3, 2), preemptions=1)
     by_prop = {c.prop: c for c in report.counterexamples}
     assert set(by_prop) == set(properties.NAMES)
     race = by_prop[properties.ACTIVE_PLAN_EXISTS]
@@ -40,7 +40,7 @@ def test_safeguards_on_no_property_fails_over_every_interleaving() -> None:
 
 
 def test_safeguards_on_three_enactors_within_a_preemption_bound() -> None:
-    report = checking.run(bounds("on", 3, 3, 2), preemptions=1)
+    report = checking.run(bounds("on", 3, 2, 2), preemptions=1)
     assert report.stats.complete
     assert report.holds
 
@@ -68,8 +68,8 @@ def test_the_check_command_prints_json_for_scripts() -> None:
 
 
 def test_the_check_command_exits_1_with_a_step_table() -> None:
-    result = CliRunner().invoke(app, ["check", "--enactors", "2", "--plans", "3",
-                                      "--endpoints", "1", "--preemptions", "2"])
+    result = CliRunner().invoke(app, ["check", "--enactors", "2", "--plans", "2",
+                                      "--endpoints", "1", "--keep", "0", "--preemptions", "1"])
     assert result.exit_code == 1, result.output
     assert "active-plan-exists" in result.output
     assert "enactor-b" in result.output

@@ -62,7 +62,7 @@ def check_cmd(
     retries: Annotated[int, typer.Option(min=0, help="Retries of a refused change")] = 1,
     preemptions: Annotated[str, typer.Option(
         help="Explore runs with at most this many preemptions, or 'none' for every "
-        "interleaving")] = "2",
+        "interleaving")] = "1",
     max_states: Annotated[int, typer.Option(min=1, help="Stop after this many states")]
     = 1_000_000,
     ablation: Annotated[bool, typer.Option(
