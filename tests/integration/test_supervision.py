@@ -42,3 +42,28 @@ async def test_a_killed_component_is_restarted_and_its_death_recorded(
     recorded = json.loads((tmp_path / "restarts.json").read_text())
     assert [(r["component"], r["how"]) for r in recorded] == [("enactor-a", "killed by signal 9")]
     assert any(e["event"] == "component restarted" for e in lab.timeline)
+
+
+@local_only
+async def test_the_runner_rides_out_an_api_server_restart(
+        cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    """The runner's calls wait out a stopped kube-apiserver (connection refused) and say so;
+    before, `newest_serial` died with an uncaught ClientConnectorError and no verdict."""
+    assert cluster.plane is not None
+    cfg = dataclasses.replace(cluster.cfg, kube=dataclasses.replace(cluster.cfg.kube,
+                                                                    namespace=namespace))
+    params = scenario.RaceParams(safeguards=Safeguards.parse("on"))
+    async with scenario.Lab(cfg, params, tmp_path, print) as lab:
+        assert await lab.newest_serial() == 0
+        await asyncio.to_thread(cluster.plane.stop_component, "kube-apiserver")
+        try:
+            waiting = asyncio.create_task(lab.newest_serial())
+            await asyncio.sleep(3)
+            assert not waiting.done(), "it waits, it does not die"
+        finally:
+            await asyncio.to_thread(cluster.plane.start_component, "kube-apiserver")
+        assert await asyncio.wait_for(waiting, 120) == 0
+    assert [o["call"] for o in lab.outages] == ["list plans"]
+    outage = lab.outages[0]
+    assert outage["end"] - outage["start"] >= 3
+    assert [e["event"] for e in lab.timeline] == ["unreachable", "reachable again"]

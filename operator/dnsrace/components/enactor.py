@@ -290,7 +290,11 @@ class EnactorController:
             if report.complete:
                 LAST.labels(self.name).set(report.serial)
             log.info("%s plan %s: %s (%s)", self.name, report.serial, outcome, message)
-            await self._report(report)
+            try:
+                await self._report(report)
+            except Exception as exc:  # API server unreachable: the next cycle reports again
+                log.warning("%s plan %s: status and Events not written: %r", self.name,
+                            report.serial, exc)
 
 
 async def run(cfg: settings_mod.Settings, name: str, stop: asyncio.Event) -> None:

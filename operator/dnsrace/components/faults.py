@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 import kopf
 from kubernetes_asyncio import client
 from prometheus_client import Counter
@@ -156,11 +157,12 @@ class FaultTable:
             if (fault.injected, phase) == written:
                 self._latest.pop(name, None)
                 return
-            written = (fault.injected, phase)
-            await self._write_status(fault, phase)
+            if await self._write_status(fault, phase):
+                written = (fault.injected, phase)
             await asyncio.sleep(STATUS_INTERVAL)
 
-    async def _write_status(self, fault: ActiveFault, phase: str) -> None:
+    async def _write_status(self, fault: ActiveFault, phase: str) -> bool:
+        """Patch the Fault's status; False when it must be tried again (API unreachable)."""
         status: dict[str, Any] = {"phase": phase, "injected": fault.injected}
         if fault.injected:
             status["lastInjectedAt"] = reporting.now()
@@ -172,3 +174,7 @@ class FaultTable:
         except client.ApiException as exc:
             if exc.status != 404:
                 log.warning("fault %s: status not written: %s", fault.name, exc.reason)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("fault %s: status not written, retrying: %r", fault.name, exc)
+            return False
+        return True

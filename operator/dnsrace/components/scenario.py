@@ -24,15 +24,17 @@ import statistics
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import aiohttp
 import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.rcode
 import dns.rdatatype
+from aetcd import exceptions as aetcd_exceptions
 from kubernetes_asyncio import client, watch
 
 from dnsrace import settings as settings_mod
@@ -45,6 +47,13 @@ from dnsrace.kube import client as kube_client
 from dnsrace.localplane import dynamodb, processes
 
 Report = Callable[[str], None]
+T = TypeVar("T")
+
+OUTAGE_LIMIT = 120.0
+"""Seconds the runner waits out an unreachable API server or DNS etcd before it gives up."""
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    client.ApiException, aiohttp.ClientError, OSError, TimeoutError,
+    aetcd_exceptions.ClientError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,10 +164,39 @@ class Lab:
         """enactor-a's stalls served when the regional records were first removed."""
         self.backend: dynamodb.Backend | None = None
         """DynamoDB Local behind the LB nodes (local mode)."""
+        self.outages: list[dict[str, Any]] = []
+        """Calls that found the API server or the DNS etcd unreachable, and for how long."""
         self.supervisor = supervision.Supervisor()
         """Restarts local components that exit, as a Deployment's kubelet would."""
         self._specs: dict[str, tuple[list[str], dict[str, str]]] = {}
         self._supervising: asyncio.Task[None] | None = None
+
+    async def call(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
+        """``make()``, retried with back-off while the API server or the DNS etcd is
+        unreachable (or answers 5xx/429), for up to ``OUTAGE_LIMIT`` s; each outage is
+        recorded (``outages``, the timeline) so the verdict can state it."""
+        delay, since = 0.25, None
+        while True:
+            try:
+                result = await make()
+            except OUTAGE_ERRORS as exc:
+                if isinstance(exc, client.ApiException) and exc.status and (
+                        exc.status < 500 and exc.status != 429):
+                    raise
+                now = time.time()
+                if since is None:
+                    since = now
+                    self.mark("unreachable", call=what, error=type(exc).__name__)
+                if now - since > OUTAGE_LIMIT:
+                    raise RuntimeError(f"{what}: unreachable for {OUTAGE_LIMIT:.0f}s: "
+                                       f"{exc!r}") from exc
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+                continue
+            if since is not None:
+                self.outages.append({"call": what, "start": since, "end": time.time()})
+                self.mark("reachable again", call=what, after=round(time.time() - since, 2))
+            return result
 
     def mark(self, what: str, **extra: Any) -> float:
         now = time.time()
@@ -363,7 +401,9 @@ class Lab:
                     times.setdefault("seen", now)
                     if ev.get("type") == "DELETED" or obj["metadata"].get("deletionTimestamp"):
                         times.setdefault("deleting", now)
-            except client.ApiException:
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # API errors and a restarting API server alike: watch again
                 await asyncio.sleep(0.5)
             finally:
                 w.stop()
@@ -379,24 +419,24 @@ class Lab:
         return lifetime, regional
 
     async def newest_serial(self) -> int:
-        co = client.CustomObjectsApi(self.api)
-        items = (await co.list_namespaced_custom_object(
-            plans.GROUP, plans.VERSION, self.ns, plans.PLURAL))["items"]
-        return max((int(i["spec"]["serial"]) for i in items
+        return max((int(i["spec"]["serial"]) for i in await self.plan_objects()
                     if not i["metadata"].get("deletionTimestamp")), default=0)
 
     async def plan_objects(self) -> list[dict[str, Any]]:
         co = client.CustomObjectsApi(self.api)
-        items: list[dict[str, Any]] = (await co.list_namespaced_custom_object(
-            plans.GROUP, plans.VERSION, self.ns, plans.PLURAL))["items"]
+        result = await self.call("list plans", lambda: co.list_namespaced_custom_object(
+            plans.GROUP, plans.VERSION, self.ns, plans.PLURAL))
+        items: list[dict[str, Any]] = result["items"]
         return sorted(items, key=lambda i: int(i["spec"]["serial"]))
 
     async def markers(self) -> dict[str, int]:
-        return {n: m.serial for n, (m, _) in (await self.store.markers()).items()}
+        found = await self.call("read markers", self.store.markers)
+        return {n: m.serial for n, (m, _) in found.items()}
 
     async def events(self) -> list[dict[str, Any]]:
         """This run's Events (Events of earlier runs live on in the namespace for an hour)."""
-        ev = await client.CoreV1Api(self.api).list_namespaced_event(self.ns)
+        core = client.CoreV1Api(self.api)
+        ev = await self.call("list events", lambda: core.list_namespaced_event(self.ns))
         out = [{"time": str(stamp), "type": e.type,
                 "reason": e.reason, "object": e.involved_object.name,
                 "source": e.source.component if e.source else None, "message": e.message}
@@ -414,10 +454,19 @@ class Lab:
             spec["jitterSeconds"] = round(jitter, 3)
         if endpoints:
             spec["endpoints"] = endpoints
-        await client.CustomObjectsApi(self.api).create_namespaced_custom_object(
-            "dnsrace.io", "v1alpha1", self.ns, "faults",
-            {"apiVersion": "dnsrace.io/v1alpha1", "kind": "Fault",
-             "metadata": {"name": name}, "spec": spec})
+        co = client.CustomObjectsApi(self.api)
+
+        async def create() -> None:
+            try:
+                await co.create_namespaced_custom_object(
+                    "dnsrace.io", "v1alpha1", self.ns, "faults",
+                    {"apiVersion": "dnsrace.io/v1alpha1", "kind": "Fault",
+                     "metadata": {"name": name}, "spec": spec})
+            except client.ApiException as exc:
+                if exc.status != 409:  # 409: an attempt that seemed to fail went through
+                    raise
+
+        await self.call(f"create fault {name}", create)
 
     async def cycles(self, port: int) -> float | None:
         """Plans taken so far by the enactor serving metrics on ``port``; None on a cluster,
@@ -430,23 +479,34 @@ class Lab:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 return str(resp.read().decode())
 
+        try:
+            text = await asyncio.to_thread(fetch)
+        except OSError:  # the enactor is down (or restarting): no figure this time
+            return None
         total = 0.0
-        for line in (await asyncio.to_thread(fetch)).splitlines():
+        for line in text.splitlines():
             if line.startswith("dnsrace_enactor_cycles_total{"):
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
     async def faults(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = (await client.CustomObjectsApi(
-            self.api).list_namespaced_custom_object("dnsrace.io", "v1alpha1", self.ns,
-                                                    "faults"))["items"]
+        co = client.CustomObjectsApi(self.api)
+        result = await self.call("list faults", lambda: co.list_namespaced_custom_object(
+            "dnsrace.io", "v1alpha1", self.ns, "faults"))
+        items: list[dict[str, Any]] = result["items"]
         return [{"name": i["metadata"]["name"], "spec": i["spec"],
                  "status": i.get("status", {})} for i in items]
 
     async def delete_faults(self) -> None:
+        co = client.CustomObjectsApi(self.api)
         for fault in await self.faults():
-            await _ignore_404(client.CustomObjectsApi(self.api).delete_namespaced_custom_object(
-                "dnsrace.io", "v1alpha1", self.ns, "faults", fault["name"]))
+            name = fault["name"]
+
+            async def delete(name: str = name) -> None:
+                await _ignore_404(co.delete_namespaced_custom_object(
+                    "dnsrace.io", "v1alpha1", self.ns, "faults", name))
+
+            await self.call(f"delete fault {name}", delete)
 
     def observations(self, since: float | None = None,
                      failures_are_empty: bool = True) -> observations.Summary:
@@ -593,7 +653,7 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
 
         if expect.may_block and not observed["converged"]:
             t_repair = lab.mark("repair")
-            changed = await repairing.repair(cfg)
+            changed = await lab.call("repair", lambda: repairing.repair(cfg))
             observed["repair_changed"] = len(changed)
 
             async def regional_answers_again() -> bool:
@@ -628,6 +688,7 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
             "plans": {str(k): v for k, v in sorted(lab.lifecycle.items())},
             "regional_writes": lab.regional_writes}, indent=1))
         observed["restarts"] = lab.write_restarts()
+        observed["outages"] = lab.outages
         (run_dir / "observed.json").write_text(json.dumps(observed, indent=1))
 
     verdict = verdicts.judge(verdicts.RunRecord.load(run_dir), str(run_dir))

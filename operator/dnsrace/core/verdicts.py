@@ -197,6 +197,8 @@ def judge(record: RunRecord, run_dir: str = "") -> Verdict:
                        f"{MIN_SAMPLED:.0%} of the {expected_answers:.0f} its rate implies")
     if store.revisions < 2:
         reasons.append("the store recorder saw no transaction after its snapshot")
+    figures["outages"] = [f"{o['call']}: {o['end'] - o['start']:.1f}s"
+                          for o in obs.get("outages", [])]
     restarts = obs.get("restarts", [])
     figures["component_restarts"] = [f"{r['component']} {r['how']}" for r in restarts]
     if restarts and not obs.get("restarts_expected"):
