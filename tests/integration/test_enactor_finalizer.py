@@ -52,7 +52,8 @@ async def enactors(cluster: Cluster, namespace: str, tmp_path: Path,
     for i, name in enumerate(ENACTORS):
         env = dict(os.environ, DNSRACE_KUBECONFIG=str(cluster.kubeconfig),
                    DNSRACE_NAMESPACE=namespace, DNSRACE_DNS_ETCD=cluster.cfg.dns.etcd_endpoint,
-                   DNSRACE_HTTP_PORT=str(18293 + i), DNSRACE_SAFEGUARDS=request.param)
+                   DNSRACE_HTTP_PORT=str(18293 + i), DNSRACE_SAFEGUARDS=request.param,
+                   DNSRACE_RESYNC_SECONDS="2")
         procs.start(name, [sys.executable, "-m", "dnsrace", "enactor", "--name", name],
                     env=env, cwd=tmp_path)
     try:
@@ -204,3 +205,30 @@ async def test_no_plan_stays_terminating_when_the_dns_etcd_refuses_the_first_att
     logs = "".join(Path(enactors.log_path(n)).read_text() for n in ENACTORS)
     assert "finalizer of plan-" in logs, "the failures were logged"
     assert "retrying" in logs
+
+
+@local_only
+@pytest.mark.parametrize("enactors", ["off"], indirect=True)
+async def test_an_enactor_gone_for_good_does_not_hold_plans_terminating(
+    cluster: Cluster, probe: PlanProbe, enactors: processes.Processes,
+) -> None:
+    s7 = await probe.fresh_serial()
+    await probe.create(s7, "127.0.10.7")
+
+    async def claimed_and_applied() -> bool:
+        return await probe.claimed(s7) and await probe.applied(s7)
+
+    await until(claimed_and_applied, "both finalizers and the plan applied")
+    gone = enactors.get("enactor-b")
+    assert gone is not None
+    os.kill(gone.pid, signal.SIGKILL)  # scaled away, or dead for good: never comes back
+    await probe.delete(s7)
+    await asyncio.sleep(3)
+    held = await probe.get(s7)
+    assert held is not None, "enactor-b's finalizer holds it while its heartbeat is fresh"
+    # Heartbeat 15 s, relist every 2 s: enactor-a finishes enactor-b's finalizer.
+    await until(lambda: probe.gone(s7), "enactor-a to take over enactor-b's finalizer",
+                timeout=45)
+    assert (await probe.store.read(probe.endpoint)).records == {}
+    log = Path(enactors.log_path("enactor-a")).read_text()
+    assert "enactor-b's heartbeat expired; enactor-a finished its finalizer" in log

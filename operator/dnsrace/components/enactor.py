@@ -23,7 +23,7 @@ from prometheus_client import Counter, Gauge
 
 from dnsrace import settings as settings_mod
 from dnsrace.components import faults, kopfing
-from dnsrace.core import enacting, plans
+from dnsrace.core import enacting, heartbeats, plans
 from dnsrace.core.safeguards import Safeguards
 from dnsrace.dnsstore import etcd as etcd_store
 from dnsrace.kube import client as kube_client
@@ -61,7 +61,8 @@ class EnactorController:
             keep=cfg.lab.keep, hook=self.faults.hook,
             lock=leases.KubeWriterLease(api, self.ns, hook=self.faults.hook),
         )
-        self.finalizer = f"{name}.dnsrace.io/finalizer"
+        self.finalizer = heartbeats.finalizer_of(name)
+        self.heartbeat = leases.Heartbeat(api, self.ns, name)
         self.wake = asyncio.Event()
         self.tasks: dict[str, asyncio.Task[None]] = {}
         """One finalizer worker per plan name while that plan needs finalizer work."""
@@ -200,7 +201,37 @@ class EnactorController:
                 name = str(item["metadata"]["name"])
                 if name not in self.plan_store.invalid:
                     self._finalizer_step(name, item)
+                    if item["metadata"].get("deletionTimestamp"):
+                        await self._take_over(name, item)
             self.wake.set()
+
+    async def _take_over(self, name: str, body: Mapping[str, Any]) -> None:
+        """Finish the finalizers of enactors whose heartbeat expired (dead, or scaled away),
+        so a plan they claimed does not stay Terminating for ever."""
+        finalizers = body["metadata"].get("finalizers") or []
+        owners = {heartbeats.owner_of(f) for f in finalizers} - {None, self.name}
+        beats = {}
+        for owner in sorted(o for o in owners if o):
+            try:
+                beats[owner] = await self.heartbeat.read(owner)
+            except Exception as exc:  # cannot tell: leave it for the next relist
+                log.warning("heartbeat of %s unreadable: %r", owner, exc)
+                return
+        for owner in heartbeats.orphaned(finalizers, self.name, beats, time.time()):
+            try:
+                removed = await self.core.remove_plan_records(self.plan_store.parse(body))
+                # Drop the entry as its owner's field manager: the entry is that manager's.
+                await self.plan_store.set_finalizer(name, heartbeats.finalizer_of(owner),
+                                                    owner, False)
+            except enacting.StillActive:
+                continue  # protect-active: not while the plan is active somewhere
+            except Exception as exc:
+                log.warning("finalizer of %s on %s not taken over: %r", owner, name, exc)
+                continue
+            message = (f"{owner}'s heartbeat expired; {self.name} finished its finalizer"
+                       + (f" (records removed from {', '.join(removed)})" if removed else ""))
+            log.warning("plan %s: %s", name, message)
+            await self._event(name, "Normal", "FinalizerTakenOver", message)
 
     async def _report(self, report: enacting.CycleReport) -> None:
         name = plans.object_name(report.serial)
@@ -259,13 +290,14 @@ class EnactorController:
             log.warning("event not posted: %s", exc.reason)
 
     async def work(self, stop: asyncio.Event) -> None:
-        resync = asyncio.create_task(self.resync(stop))
+        side = [asyncio.create_task(self.resync(stop)),
+                asyncio.create_task(self.heartbeat.run(stop))]
         try:
             await self._cycles(stop)
         finally:
-            resync.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await resync
+            for task in side:
+                task.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
 
     async def _cycles(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

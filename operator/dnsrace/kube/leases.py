@@ -15,7 +15,7 @@ import logging
 
 from kubernetes_asyncio import client
 
-from dnsrace.core import enacting
+from dnsrace.core import enacting, heartbeats
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +105,55 @@ class KubeWriterLease(enacting.WriterLock):
             lease.spec.holder_identity = ""  # free: _try treats an empty holder as none
             with contextlib.suppress(client.ApiException):  # a conflict: someone took it
                 await self.api.replace_namespaced_lease(NAME, self.namespace, lease)
+
+
+class Heartbeat:
+    """This enactor's liveness, as a Lease named ``dnsrace-heartbeat-<enactor>`` renewed every
+    ``period`` s (``core.heartbeats`` says what the others do when it expires)."""
+
+    PREFIX = "dnsrace-heartbeat-"
+
+    def __init__(self, api: client.ApiClient, namespace: str, holder: str,
+                 period: float = 5.0, duration: int = 15) -> None:
+        self.api = client.CoordinationV1Api(api)
+        self.namespace = namespace
+        self.holder = holder
+        self.period = period
+        self.duration = duration
+
+    async def beat(self) -> None:
+        name = self.PREFIX + self.holder
+        spec = client.V1LeaseSpec(holder_identity=self.holder, renew_time=_now(),
+                                  lease_duration_seconds=self.duration)
+        try:
+            lease = await self.api.read_namespaced_lease(name, self.namespace)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+            await self.api.create_namespaced_lease(self.namespace, client.V1Lease(
+                metadata=client.V1ObjectMeta(name=name), spec=spec))
+            return
+        lease.spec = spec
+        await self.api.replace_namespaced_lease(name, self.namespace, lease)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Renew until ``stop``; a failed renewal is logged and tried again next period."""
+        while not stop.is_set():
+            try:
+                await self.beat()
+            except Exception as exc:  # API unreachable or a conflict: next period
+                log.warning("heartbeat of %s not renewed: %r", self.holder, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.period)
+
+    async def read(self, enactor: str) -> heartbeats.Heartbeat | None:
+        """``enactor``'s last heartbeat; None when it never had one."""
+        try:
+            lease = await self.api.read_namespaced_lease(self.PREFIX + enactor, self.namespace)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        renewed: datetime.datetime | None = getattr(lease.spec, "renew_time", None)
+        return heartbeats.Heartbeat(renewed=renewed.timestamp() if renewed else 0.0,
+                                    duration=float(lease.spec.lease_duration_seconds or 0))
