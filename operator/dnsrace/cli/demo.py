@@ -4,7 +4,7 @@ safeguards off and then on, and print both verdicts; exit 1 if either contradict
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,6 +12,19 @@ from dnsrace import settings as settings_mod
 from dnsrace.cli import console
 from dnsrace.cli import scenario as scenario_cli
 from dnsrace.localplane import binaries, controlplane
+
+
+def _clients(f: dict[str, Any]) -> str:
+    """The DynamoDB clients' view in one cell: the same shares the verdict judged."""
+    def pct(key: str) -> str:
+        value = f.get(key)
+        return "-" if value is None else f"{value:.1%}"
+
+    during = pct("client_dns_share_while_empty") if "client_dns_share_while_empty" in f \
+        else f"{f.get('client_dns_errors', '-')} errors"
+    after = pct("client_ok_after_recovery") if "client_ok_after_recovery" in f \
+        else pct("client_ok_after_fault")
+    return f"{pct('client_ok_before_fault')} / {during} / {after}"
 
 
 def demo(
@@ -28,6 +41,7 @@ def demo(
     console.table("demo: the race, safeguards off then on",
                   ["safeguards", "as expected", "records removed (s)", "first NXDOMAIN (s)",
                    "regional empty (s)", "empty answers", "stale: DNS / store", "blocked",
+                   "clients ok before / DNS errors while empty / ok after",
                    "run folder"],
                   [[v.safeguards, "yes" if v.passed else "NO",
                     str(v.figures.get("time_to_records_removed", "-")),
@@ -35,7 +49,8 @@ def demo(
                     str(v.figures.get("regional_empty_window")),
                     str(v.figures.get("empty_answers")),
                     f"{v.figures.get('stale_regressions')} / {v.figures.get('store_regressions')}",
-                    str(v.figures.get("blocked")), v.run_dir] for v in verdicts])
+                    str(v.figures.get("blocked")), _clients(v.figures), v.run_dir]
+                   for v in verdicts])
     console.console.print("Stop the local control plane with: make local-down")
     if not all(v.passed for v in verdicts):
         raise typer.Exit(1)
