@@ -112,6 +112,17 @@ class PlanProbe:
         state = await self.store.read(self.endpoint)
         return bool(state.marker and state.marker.serial == serial)
 
+    async def create_claimed(self, address: str) -> int:
+        """A new plan, once both enactors put their finalizer on it and it is applied."""
+        serial = await self.fresh_serial()
+        await self.create(serial, address)
+
+        async def claimed_and_applied() -> bool:
+            return await self.claimed(serial) and await self.applied(serial)
+
+        await until(claimed_and_applied, "both finalizers and the plan applied")
+        return serial
+
 
 @pytest.fixture
 async def probe(cluster: Cluster, api: client.ApiClient,
@@ -130,13 +141,7 @@ async def probe(cluster: Cluster, api: client.ApiClient,
 async def test_deleting_an_active_plan_removes_its_records_through_each_finalizer(
     cluster: Cluster, probe: PlanProbe, enactors: processes.Processes,
 ) -> None:
-    s7 = await probe.fresh_serial()
-    await probe.create(s7, "127.0.10.7")
-
-    async def claimed_and_applied() -> bool:
-        return await probe.claimed(s7) and await probe.applied(s7)
-
-    await until(claimed_and_applied, "both finalizers and the plan applied")
+    s7 = await probe.create_claimed("127.0.10.7")
     assert await scenario.dns_query(cluster.cfg, probe.endpoint) == ("NOERROR", ["127.0.10.7"])
 
     await probe.delete(s7)
@@ -180,13 +185,7 @@ async def test_no_plan_stays_terminating_when_the_dns_etcd_refuses_the_first_att
     cluster: Cluster, probe: PlanProbe, enactors: processes.Processes,
 ) -> None:
     assert cluster.plane is not None
-    s7 = await probe.fresh_serial()
-    await probe.create(s7, "127.0.10.7")
-
-    async def claimed_and_applied() -> bool:
-        return await probe.claimed(s7) and await probe.applied(s7)
-
-    await until(claimed_and_applied, "both finalizers and the plan applied")
+    s7 = await probe.create_claimed("127.0.10.7")
     etcd = cluster.plane.procs.get("dns-etcd")
     assert etcd is not None
     # The DNS etcd stops answering (a paused process, as a hung disk or a partition looks):
@@ -212,13 +211,7 @@ async def test_no_plan_stays_terminating_when_the_dns_etcd_refuses_the_first_att
 async def test_an_enactor_gone_for_good_does_not_hold_plans_terminating(
     cluster: Cluster, probe: PlanProbe, enactors: processes.Processes,
 ) -> None:
-    s7 = await probe.fresh_serial()
-    await probe.create(s7, "127.0.10.7")
-
-    async def claimed_and_applied() -> bool:
-        return await probe.claimed(s7) and await probe.applied(s7)
-
-    await until(claimed_and_applied, "both finalizers and the plan applied")
+    s7 = await probe.create_claimed("127.0.10.7")
     gone = enactors.get("enactor-b")
     assert gone is not None
     os.kill(gone.pid, signal.SIGKILL)  # scaled away, or dead for good: never comes back
