@@ -85,6 +85,8 @@ class LocalPlane:
     dns_etcd_client_port: int = 22379
     dns_etcd_peer_port: int = 22380
     coredns_port: int = 10053
+    coredns_stale_port: int = 10054
+    """The same zone, from a cache that serves stale answers while the DNS etcd fails."""
     coredns_metrics_port: int = 19153
     coredns_ready_port: int = 18181
     controller_manager_port: int = 20257
@@ -106,6 +108,10 @@ class Dns:
     zone: str = ZONE
     server: str = "127.0.0.1:10053"
     """host:port of the CoreDNS that serves the lab zone (``DNSRACE_DNS_SERVER``)."""
+
+    stale_server: str = "127.0.0.1:10054"
+    """host:port where the same CoreDNS serves the zone with ``serve_stale``: what DNS clients
+    use under the ``serve-stale`` safeguard (``DNSRACE_DNS_STALE_SERVER``)."""
 
     etcd_endpoint: str = "127.0.0.1:22379"
     """host:port of the DNS etcd (``DNSRACE_DNS_ETCD``)."""
@@ -296,6 +302,7 @@ class Settings:
         )
         dns = Dns(
             server=env.get("DNSRACE_DNS_SERVER") or Dns.server,
+            stale_server=env.get("DNSRACE_DNS_STALE_SERVER") or Dns.stale_server,
             etcd_endpoint=env.get("DNSRACE_DNS_ETCD") or Dns.etcd_endpoint,
         )
         kubeconfig = env.get("DNSRACE_KUBECONFIG")

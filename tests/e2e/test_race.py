@@ -90,7 +90,7 @@ async def test_safeguards_on_the_same_faults_do_no_harm(cluster: Cluster, tmp_pa
 
 
 @pytest.mark.parametrize("safeguard", ["fencing", "protect-active", "no-empty", "self-heal",
-                                       "single-writer"])
+                                       "single-writer", "serve-stale"])
 async def test_each_safeguard_alone_meets_its_own_expectation(
     cluster: Cluster, tmp_path: Path, safeguard: str
 ) -> None:
@@ -112,6 +112,9 @@ async def test_each_safeguard_alone_meets_its_own_expectation(
     else:
         assert f["converged"] or f["repair_restored"]
     assert f["store_empty_at_end"] == []
+    if exp.outage:  # serve-stale alone: a deleted record still answers NXDOMAIN
+        assert f["endpoints_nxdomain"] == [regional(cluster)]
+        assert f["direct_query_regional"]["rcode"] == "NXDOMAIN"
     # Whatever happened, the regional endpoint answers at the end (healed, or repaired).
     rcode, addrs = await scenario.dns_query(cluster.cfg, regional(cluster))
     assert rcode == "NOERROR"

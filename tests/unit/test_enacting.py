@@ -97,7 +97,7 @@ def test_unknown_safeguard_is_refused() -> None:
 
     with pytest.raises(ValueError, match="unknown safeguard single-writr"):
         Safeguards.parse("fencing,single-writr")
-    assert str(Safeguards.parse("on")) == "fencing,protect-active,no-empty,self-heal"
+    assert str(Safeguards.parse("on")) == "fencing,protect-active,no-empty,self-heal,serve-stale"
 
 
 async def test_single_writer_makes_the_others_wait_while_one_applies() -> None:

@@ -41,8 +41,9 @@ async def test_status_writes_are_coalesced_and_the_last_count_is_written(
     table = faults.FaultTable("enactor-a", api=None, namespace="dnsrace")  # type: ignore[arg-type]
     written: list[tuple[int, str]] = []
 
-    async def record(f: faults.ActiveFault, phase: str) -> None:
+    async def record(f: faults.ActiveFault, phase: str) -> bool:
         written.append((f.injected, phase))
+        return True
 
     monkeypatch.setattr(table, "_write_status", record)
     table.faults["f"] = fault(delay=0.0)
@@ -52,3 +53,21 @@ async def test_status_writes_are_coalesced_and_the_last_count_is_written(
     assert written[0] == (1, "Active"), "the first injection is reported at once"
     assert written[-1] == (200, "Active"), "the last count is always written"
     assert len(written) <= 3, written
+
+
+async def test_a_status_write_that_failed_is_written_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(faults, "STATUS_INTERVAL", 0.02)
+    table = faults.FaultTable("enactor-a", api=None, namespace="dnsrace")  # type: ignore[arg-type]
+    attempts: list[int] = []
+
+    async def unreachable_twice(f: faults.ActiveFault, phase: str) -> bool:
+        attempts.append(f.injected)
+        return len(attempts) > 2  # the API server is back on the third try
+
+    monkeypatch.setattr(table, "_write_status", unreachable_twice)
+    table.faults["f"] = fault(delay=0.0)
+    await table.hook("endpoint-write", "a.sim.internal")
+    await asyncio.sleep(0.2)
+    assert attempts == [1, 1, 1], "retried until written, then no more"

@@ -53,7 +53,8 @@ def _print(report: checking.Report) -> None:
 
 def check_cmd(
     safeguards: Annotated[str, typer.Option(
-        help="off, on (fencing, protect-active, no-empty, self-heal), or a comma list of "
+        help="off, on (fencing, protect-active, no-empty, self-heal, serve-stale), or a comma "
+        "list of "
         "those and single-writer")] = "off",
     enactors: Annotated[int, typer.Option(min=1, max=8, help="Enactors")] = 2,
     plans: Annotated[int, typer.Option(min=1, max=50, help="Plans the planner adds")] = 3,

@@ -27,7 +27,8 @@ from dnsrace.core.safeguards import Safeguards
 SafeguardsOpt = Annotated[
     str | None,
     typer.Option("--safeguards", help="off, on, or a comma list of fencing, protect-active, "
-                 "no-empty, self-heal, single-writer (default: $DNSRACE_SAFEGUARDS, else off)"),
+                 "no-empty, self-heal, single-writer, serve-stale (default: $DNSRACE_SAFEGUARDS, "
+                 "else off)"),
 ]
 
 

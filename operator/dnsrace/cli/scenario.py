@@ -102,7 +102,8 @@ def run_race(safeguards: str, repeat: int, runs_dir: Path,
 def run(
     name: Annotated[str, typer.Argument(help="Scenario name (race)")],
     safeguards: Annotated[str, typer.Option(
-        help="off, on (fencing, protect-active, no-empty, self-heal), or a comma list of "
+        help="off, on (fencing, protect-active, no-empty, self-heal, serve-stale), or a comma "
+        "list of "
         "those and single-writer")] = "off",
     repeat: Annotated[int, typer.Option(min=1, help="Runs in a row")] = 1,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go")] = Path("runs"),

@@ -534,6 +534,11 @@ async def _wait(predicate: Callable[[], Any], timeout: float, interval: float = 
 
 async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path,
                    report: Report) -> Verdict:
+    if params.safeguards.serve_stale:
+        # Every DNS client of the run (prober, DynamoDB clients, the direct query) asks the
+        # serve-stale port; the enactors write the same store either way.
+        cfg = dataclasses.replace(cfg, dns=dataclasses.replace(cfg.dns,
+                                                               server=cfg.dns.stale_server))
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     sg = str(params.safeguards)

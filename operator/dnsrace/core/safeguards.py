@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 
-NAMES = ("fencing", "protect-active", "no-empty", "self-heal", "single-writer")
-ON = NAMES[:4]
+NAMES = ("fencing", "protect-active", "no-empty", "self-heal", "single-writer", "serve-stale")
+ON = ("fencing", "protect-active", "no-empty", "self-heal", "serve-stale")
 """What ``on`` switches on; single-writer is optional, as in the design."""
+ENACTOR = NAMES[:5]
+"""The safeguards of the control loop; serve-stale belongs to the DNS data plane."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +29,9 @@ class Safeguards:
     single_writer: bool = False
     """Enactors hold one Kubernetes Lease while they apply a plan; the others skip meanwhile.
     A holder that cannot renew (paused) loses it, so it does not replace fencing."""
+    serve_stale: bool = False
+    """DNS clients ask CoreDNS's serve-stale port: while the DNS etcd fails, the last answer
+    is served; a record really deleted still answers NXDOMAIN (docs/safeguards.md)."""
 
     @classmethod
     def parse(cls, text: str) -> Safeguards:
@@ -49,3 +54,7 @@ class Safeguards:
 
     def __str__(self) -> str:
         return ",".join(self.names()) or "off"
+
+    def control_loop(self) -> list[str]:
+        """The names among the enactors' safeguards (the race's expectation rests on these)."""
+        return [n for n in self.names() if n in ENACTOR]

@@ -58,7 +58,8 @@ def expectation(sg: Safeguards) -> Expectation:
     stale_write = not (sg.fencing or sg.single_writer)
     removal = stale_write and not (sg.protect_active or sg.no_empty)
     block = stale_write and not (sg.protect_active or sg.self_heal)
-    if not sg.names():
+    if not sg.control_loop():
+        # serve-stale alone changes nothing here: a deleted record is NXDOMAIN all the same.
         return Expectation(
             "the regional endpoint goes empty (NXDOMAIN) and stays empty while plans keep "
             "coming; the enactors stay blocked; repair restores it",
