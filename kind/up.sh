@@ -63,5 +63,6 @@ cat <<EOT
 kind-up: ready. Point the suite and the CLI at it with:
   export DNSRACE_KUBECONFIG=$PWD/$KCFG DNSRACE_NAMESPACE=$NS
   export DNSRACE_DNS_SERVER=127.0.0.1:30053       # lab CoreDNS via the mapped node port (UDP+TCP)
+  export DNSRACE_DNS_STALE_SERVER=127.0.0.1:30054 # its serve-stale port (the serve-stale safeguard)
   export DNSRACE_DNS_ETCD=127.0.0.1:32379         # after: make kind-port-forward
 EOT
