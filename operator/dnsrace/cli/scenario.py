@@ -86,12 +86,13 @@ def run_race(safeguards: str, repeat: int, runs_dir: Path,
         console.progress(f"run {i + 1}/{repeat}: race with safeguards {safeguards} -> {run_dir}")
         try:
             verdict = asyncio.run(scenario.run_race(cfg, params, run_dir, console.progress))
-        except RuntimeError as exc:
-            # A run that could not be carried out (the lab did not come up) counts as not as
-            # expected; the series goes on.
+        except Exception as exc:
+            # A run that could not be carried out (the lab did not come up, a store or the API
+            # server gone for longer than the runner waits) counts as not as expected; the
+            # series goes on.
             verdict = scenario.Verdict(
                 safeguards=str(params.safeguards), expected="a run", passed=False,
-                reasons=[f"the run could not be carried out: {exc}"], figures={},
+                reasons=[f"the run could not be carried out: {exc!r}"], figures={},
                 run_dir=str(run_dir))
         print_verdict(verdict)
         verdicts.append(verdict)

@@ -333,7 +333,11 @@ class Lab:
     # -- lab state ----------------------------------------------------------------------------
 
     async def reset(self) -> None:
-        """Remove what earlier runs left: faults, plans (finalizers first), DNS keys, slices."""
+        """Remove what earlier runs left: faults, plans (finalizers first), DNS keys, slices;
+        every step is idempotent, so an outage mid-way retries the whole."""
+        await self.call("reset the lab", self._reset)
+
+    async def _reset(self) -> None:
         co = client.CustomObjectsApi(self.api)
         faults = await co.list_namespaced_custom_object("dnsrace.io", "v1alpha1", self.ns,
                                                         "faults")
@@ -351,7 +355,9 @@ class Lab:
                     _content_type="application/merge-patch+json"))
             await _ignore_404(co.delete_namespaced_custom_object(
                 plans.GROUP, plans.VERSION, self.ns, plans.PLURAL, name))
-        await self.store.delete_prefix(records.name_path(self.cfg.dns.zone) + "/")
+        # This lab's endpoints and markers only: another lab (namespace) may share the zone.
+        for endpoint in self.endpoints:
+            await self.store.delete_prefix(records.record_prefix(endpoint))
         await self.store.delete_prefix(records.active_prefix(self.ns))
         if self.cluster:
             return  # the endpointslice controller owns the LB Service's slices there
