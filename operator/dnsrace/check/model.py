@@ -412,7 +412,7 @@ class EnactorWorld(explore.World):
         out = properties.after_step(before, after)
         if not self.run.enabled():
             out += properties.at_rest(after, self.shared.newest(), short)
-        return [(p, m.replace(ZONE, "").replace("..", ".")) for p, m in out]
+        return [(p, m.replace("." + ZONE, "")) for p, m in out]
 
     def table(self) -> list[tuple[int, str, str, str]]:
         """The steps so far: (number, process, what it did, what it saw or left)."""
