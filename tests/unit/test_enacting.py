@@ -163,3 +163,35 @@ async def test_a_plan_fencing_skipped_everywhere_is_reported_skipped_not_applied
     phase, reason, message = walk.verdict()
     assert (phase, reason) == ("Skipped", "NewerPlanActive")
     assert "2 of 2 endpoints" in message
+
+
+class RefuseOnce(stores.MemoryRecordStore):
+    """Refuses the first full reconcile (another writer got there between read and write)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = False
+
+    async def apply(self, change: stores.Change) -> None:
+        if change.delete_all and not self.refused:
+            self.refused = True
+            raise stores.ChangeRejected("moved since the read")
+        await super().apply(change)
+
+
+async def test_a_refused_heal_is_retried_not_raised_out_of_the_cycle() -> None:
+    # Found by the checker's reading of apply_endpoint: the heal's fenced write ran outside
+    # the retry, so its refusal failed the whole cycle and the plan was never applied again.
+    rec = RefuseOnce()
+    pls = enacting.MemoryPlanStore()
+    pls.add(plan(1))
+    enactor = enacting.Enactor("enactor-a", rec, pls, Safeguards(self_heal=True),
+                               retry_backoff=0)
+    assert (await enactor.cycle()) is not None
+    del pls.plans[1]  # plan 1 gone while active: the inconsistent state of the incident
+    pls.add(plan(2))
+    report = await enactor.cycle()
+    assert report is not None
+    assert rec.refused
+    assert all(o.result is enacting.Result.HEALED for o in report.outcomes), report.outcomes
+    assert (await rec.read(REGIONAL)).marker == stores.ActiveMarker(2, "enactor-a")

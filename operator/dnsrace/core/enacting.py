@@ -293,10 +293,11 @@ class Enactor:
             if current is None or current.terminating:
                 raise PlanGone(f"plan {plan.serial} was deleted while {self.name} applied it")
             state = await self.records.read(endpoint.name)
-            change = await self._change_for(plan, endpoint, state)
-            if isinstance(change, Outcome):
-                return dataclasses.replace(change, attempts=attempt)
             try:
+                # A heal inside _change_for writes too; its refusal is retried like any other.
+                change = await self._change_for(plan, endpoint, state)
+                if isinstance(change, Outcome):
+                    return dataclasses.replace(change, attempts=attempt)
                 await self.records.apply(change)
                 return Outcome(endpoint.name, Result.APPLIED, attempts=attempt)
             except stores.ChangeRejected as exc:
