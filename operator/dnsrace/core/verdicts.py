@@ -291,7 +291,10 @@ SERIES_COUNTS = ("blocked", "converged", "repair_restored")
 def series(judged: list[Verdict]) -> dict[str, str]:
     """A series of runs summed up: the figures docs/benchmarks.md quotes, computed here."""
     out = {"runs as expected": f"{sum(v.passed for v in judged)}/{len(judged)}"}
-    for key in SERIES_RANGES:
+    for v in judged:
+        v.figures.setdefault("stall_injections", (v.figures.get("fault_injections") or {}).get(
+            "enactor-a-stall"))
+    for key in (*SERIES_RANGES, "stall_injections"):
         values = sorted(float(v.figures[key]) for v in judged
                         if isinstance(v.figures.get(key), int | float))
         if values:
