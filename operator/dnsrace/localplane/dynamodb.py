@@ -235,6 +235,11 @@ async def start(cfg: settings_mod.Settings, log_path: Path, *, host: str | None 
     port = cfg.ddb.backend_port if port is None else port
     timeout = cfg.ddb.backend_start_timeout if timeout is None else timeout
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if await ping(f"http://{host}:{port}", timeout=0.5):
+        # Another DynamoDB Local (a run killed before its clean-up) holds the port: this one
+        # would fail to bind while the other answered for it, with another run's data.
+        raise SetupError(f"{host}:{port} already answers DynamoDB requests: stop what holds "
+                         f"it (ddb.backend_port), e.g. a DynamoDB Local left by a killed run")
     started = time.monotonic()
     with log_path.open("ab") as log:
         # -sharedDb: one database whatever access key a client signs with (else each key and
