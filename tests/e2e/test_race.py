@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dnsrace.components import scenario
+from dnsrace.components.scenarios import race
+from dnsrace.components.scenarios.lab import dns_query
 from dnsrace.core import planning, verdicts
 from dnsrace.core.safeguards import Safeguards
 from tests.conftest import Cluster
@@ -26,8 +27,8 @@ def regional(cluster: Cluster) -> str:
 async def test_safeguards_off_the_regional_record_goes_empty_and_stays_blocked(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    params = scenario.RaceParams(safeguards=Safeguards.parse("off"))
-    verdict = await scenario.run_race(cluster.cfg, params, tmp_path / "off", print)
+    params = race.RaceParams(safeguards=Safeguards.parse("off"))
+    verdict = await race.run_race(cluster.cfg, params, tmp_path / "off", print)
     f = verdict.figures
     assert verdict.passed, verdict.reasons
     assert f["time_to_first_empty"] is not None
@@ -63,14 +64,14 @@ async def test_safeguards_off_the_regional_record_goes_empty_and_stays_blocked(
                  "verdict.json"):
         assert (tmp_path / "off" / name).is_file(), name
     # Independently of the prober: after the repair the emptied endpoint answers again.
-    rcode, addrs = await scenario.dns_query(cluster.cfg, victim)
+    rcode, addrs = await dns_query(cluster.cfg, victim)
     assert rcode == "NOERROR"
     assert addrs
 
 
 async def test_safeguards_on_the_same_faults_do_no_harm(cluster: Cluster, tmp_path: Path) -> None:
-    params = scenario.RaceParams(safeguards=Safeguards.parse("on"))
-    verdict = await scenario.run_race(cluster.cfg, params, tmp_path / "on", print)
+    params = race.RaceParams(safeguards=Safeguards.parse("on"))
+    verdict = await race.run_race(cluster.cfg, params, tmp_path / "on", print)
     f = verdict.figures
     assert verdict.passed, verdict.reasons
     assert f["empty_answers"] == 0
@@ -84,7 +85,7 @@ async def test_safeguards_on_the_same_faults_do_no_harm(cluster: Cluster, tmp_pa
     assert f["client_ok_after_fault"] >= 0.99
     assert f["converged"]
     assert f["endpoints_on_deleted_plans"] == []
-    rcode, addrs = await scenario.dns_query(cluster.cfg, regional(cluster))
+    rcode, addrs = await dns_query(cluster.cfg, regional(cluster))
     assert rcode == "NOERROR"
     assert addrs
 
@@ -95,8 +96,8 @@ async def test_each_safeguard_alone_meets_its_own_expectation(
     cluster: Cluster, tmp_path: Path, safeguard: str
 ) -> None:
     sg = Safeguards.parse(safeguard)
-    params = scenario.RaceParams(safeguards=sg)
-    verdict = await scenario.run_race(cluster.cfg, params, tmp_path / safeguard, print)
+    params = race.RaceParams(safeguards=sg)
+    verdict = await race.run_race(cluster.cfg, params, tmp_path / safeguard, print)
     f = verdict.figures
     exp = verdicts.expectation(sg)
     assert verdict.expected == exp.text
@@ -116,6 +117,6 @@ async def test_each_safeguard_alone_meets_its_own_expectation(
         assert f["endpoints_nxdomain"] == [regional(cluster)]
         assert f["direct_query_regional"]["rcode"] == "NXDOMAIN"
     # Whatever happened, the regional endpoint answers at the end (healed, or repaired).
-    rcode, addrs = await scenario.dns_query(cluster.cfg, regional(cluster))
+    rcode, addrs = await dns_query(cluster.cfg, regional(cluster))
     assert rcode == "NOERROR"
     assert addrs

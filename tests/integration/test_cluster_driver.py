@@ -16,7 +16,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from dnsrace import settings as settings_mod
-from dnsrace.components import scenario
+from dnsrace.components.scenarios import lab as lab_mod
 from dnsrace.core.safeguards import Safeguards
 from tests.conftest import Cluster, local_only
 
@@ -55,8 +55,8 @@ async def test_cluster_mode_configures_and_scales_a_deployment(
     cfg = dataclasses.replace(
         cluster.cfg, kube=dataclasses.replace(cluster.cfg.kube, namespace=namespace,
                                               kubeconfig=cluster.kubeconfig))
-    params = scenario.RaceParams(safeguards=Safeguards.parse("fencing,no-empty"), keep=4)
-    async with scenario.Lab(cfg, params, tmp_path, print) as lab:
+    params = lab_mod.LabParams(safeguards=Safeguards.parse("fencing,no-empty"), keep=4)
+    async with lab_mod.Lab(cfg, params, tmp_path, print) as lab:
         assert lab.cluster
         await lab._scale("enactor-a", 0, configure=True)
         dep = await client.AppsV1Api(lab.api).read_namespaced_deployment("enactor-a", namespace)

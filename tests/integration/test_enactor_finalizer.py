@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from dnsrace.components import scenario
+from dnsrace.components.scenarios.lab import dns_query
 from dnsrace.core import plans, records
 from dnsrace.dnsstore import etcd as etcd_store
 from dnsrace.localplane import processes
@@ -142,7 +142,7 @@ async def test_deleting_an_active_plan_removes_its_records_through_each_finalize
     cluster: Cluster, probe: PlanProbe, enactors: processes.Processes,
 ) -> None:
     s7 = await probe.create_claimed("127.0.10.7")
-    assert await scenario.dns_query(cluster.cfg, probe.endpoint) == ("NOERROR", ["127.0.10.7"])
+    assert await dns_query(cluster.cfg, probe.endpoint) == ("NOERROR", ["127.0.10.7"])
 
     await probe.delete(s7)
     await until(lambda: probe.gone(s7), "the plan to go once both finalizers ran")
@@ -152,7 +152,7 @@ async def test_deleting_an_active_plan_removes_its_records_through_each_finalize
     assert state.marker.serial == s7, "the marker stays"
 
     async def nxdomain() -> bool:
-        return (await scenario.dns_query(cluster.cfg, probe.endpoint))[0] == "NXDOMAIN"
+        return (await dns_query(cluster.cfg, probe.endpoint))[0] == "NXDOMAIN"
 
     await until(nxdomain, "CoreDNS to answer NXDOMAIN", timeout=10)
 
@@ -176,7 +176,7 @@ async def test_protect_active_holds_the_plan_until_a_newer_one_replaced_it(
     await probe.create(s7 + 1, "127.0.10.8")
     await until(lambda: probe.applied(s7 + 1), "the newer plan applied")
     await until(lambda: probe.gone(s7), "the first plan to go once the newer one is active")
-    assert await scenario.dns_query(cluster.cfg, probe.endpoint) == ("NOERROR", ["127.0.10.8"])
+    assert await dns_query(cluster.cfg, probe.endpoint) == ("NOERROR", ["127.0.10.8"])
 
 
 @local_only

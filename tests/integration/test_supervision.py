@@ -10,7 +10,7 @@ import os
 import signal
 from pathlib import Path
 
-from dnsrace.components import scenario
+from dnsrace.components.scenarios import lab as lab_mod
 from dnsrace.core.safeguards import Safeguards
 from tests.conftest import Cluster, local_only
 
@@ -20,8 +20,8 @@ async def test_a_killed_component_is_restarted_and_its_death_recorded(
         cluster: Cluster, namespace: str, tmp_path: Path) -> None:
     cfg = dataclasses.replace(cluster.cfg, kube=dataclasses.replace(cluster.cfg.kube,
                                                                     namespace=namespace))
-    params = scenario.RaceParams(safeguards=Safeguards.parse("on"))
-    async with scenario.Lab(cfg, params, tmp_path, print) as lab:
+    params = lab_mod.LabParams(safeguards=Safeguards.parse("on"))
+    async with lab_mod.Lab(cfg, params, tmp_path, print) as lab:
         await lab.start("enactor-a", "enactor", "--name", "enactor-a", port=18391)
         first = lab.procs.get("enactor-a")
         assert first is not None
@@ -52,8 +52,8 @@ async def test_the_runner_rides_out_an_api_server_restart(
     assert cluster.plane is not None
     cfg = dataclasses.replace(cluster.cfg, kube=dataclasses.replace(cluster.cfg.kube,
                                                                     namespace=namespace))
-    params = scenario.RaceParams(safeguards=Safeguards.parse("on"))
-    async with scenario.Lab(cfg, params, tmp_path, print) as lab:
+    params = lab_mod.LabParams(safeguards=Safeguards.parse("on"))
+    async with lab_mod.Lab(cfg, params, tmp_path, print) as lab:
         assert await lab.newest_serial() == 0
         await asyncio.to_thread(cluster.plane.stop_component, "kube-apiserver")
         try:

@@ -12,7 +12,7 @@ import typer
 
 from dnsrace import settings as settings_mod
 from dnsrace.cli import console
-from dnsrace.components import scenario
+from dnsrace.components.scenarios import race
 from dnsrace.core import verdicts
 from dnsrace.core.safeguards import Safeguards
 
@@ -24,7 +24,7 @@ def _pct(share: float | None) -> str:
     return "-" if share is None else f"{share:.2%}"
 
 
-def print_verdict(v: scenario.Verdict) -> None:
+def print_verdict(v: verdicts.Verdict) -> None:
     f = v.figures
     colour = "green" if v.passed else "red"
     console.console.print(
@@ -75,28 +75,28 @@ def print_verdict(v: scenario.Verdict) -> None:
 
 
 def run_race(safeguards: str, repeat: int, runs_dir: Path,
-             stall: float | None = None) -> list[scenario.Verdict]:
+             stall: float | None = None) -> list[verdicts.Verdict]:
     cfg = settings_mod.Settings.from_env()
-    verdicts = []
+    judged: list[verdicts.Verdict] = []
     for i in range(repeat):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         label = safeguards.replace(",", "+")
         run_dir = runs_dir / f"{stamp}-race-{label}-{i + 1}"
-        params = scenario.RaceParams(safeguards=Safeguards.parse(safeguards), stall=stall)
+        params = race.RaceParams(safeguards=Safeguards.parse(safeguards), stall=stall)
         console.progress(f"run {i + 1}/{repeat}: race with safeguards {safeguards} -> {run_dir}")
         try:
-            verdict = asyncio.run(scenario.run_race(cfg, params, run_dir, console.progress))
+            verdict = asyncio.run(race.run_race(cfg, params, run_dir, console.progress))
         except Exception as exc:
             # A run that could not be carried out (the lab did not come up, a store or the API
             # server gone for longer than the runner waits) counts as not as expected; the
             # series goes on.
-            verdict = scenario.Verdict(
+            verdict = verdicts.Verdict(
                 safeguards=str(params.safeguards), expected="a run", passed=False,
                 reasons=[f"the run could not be carried out: {exc!r}"], figures={},
                 run_dir=str(run_dir))
         print_verdict(verdict)
-        verdicts.append(verdict)
-    return verdicts
+        judged.append(verdict)
+    return judged
 
 
 @app.command("run")
@@ -118,10 +118,10 @@ def run(
         Safeguards.parse(safeguards)
     except ValueError as exc:
         console.fail(str(exc), code=2)
-    verdicts = run_race(safeguards, repeat, runs_dir, stall)
-    passed = sum(v.passed for v in verdicts)
-    console.console.print(f"\n{passed}/{len(verdicts)} runs as expected")
-    if passed != len(verdicts):
+    judged = run_race(safeguards, repeat, runs_dir, stall)
+    passed = sum(v.passed for v in judged)
+    console.console.print(f"\n{passed}/{len(judged)} runs as expected")
+    if passed != len(judged):
         raise typer.Exit(1)
 
 

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from dnsrace import settings as settings_mod
-from dnsrace.components import scenario
+from dnsrace.components.scenarios import lab as lab_mod
 from dnsrace.core import enacting, plans, records, stores
 from dnsrace.core.safeguards import Safeguards
 from dnsrace.dnsstore import etcd as etcd_store
 from dnsrace.kube import plans as kube_plans
 
-Report = scenario.Report
+Report = lab_mod.Report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,10 +59,10 @@ async def plan_to_answer(cfg: settings_mod.Settings, run_dir: Path, report: Repo
     # Fresh names make every earlier plan active on its own endpoints, so a clean-up would
     # remove 100 endpoints' records in each of the three finalizers, which the real loop never
     # does (its older plans are active nowhere); the plans are therefore all kept.
-    params = scenario.RaceParams(safeguards=Safeguards.parse(safeguards),
+    params = lab_mod.LabParams(safeguards=Safeguards.parse(safeguards),
                                  keep=iterations + 1)
     samples: list[float] = []
-    async with scenario.Lab(cfg, params, run_dir, report) as lab:
+    async with lab_mod.Lab(cfg, params, run_dir, report) as lab:
         await lab.reset()
         for i, name in enumerate(cfg.lab.enactors):
             await lab.start(name, "enactor", "--name", name, port=18300 + i)
@@ -81,7 +81,7 @@ async def plan_to_answer(cfg: settings_mod.Settings, run_dir: Path, report: Repo
             await store.create(plan)
 
             async def answer(name: str, t0: float = started) -> tuple[str, list[str]]:
-                result = await scenario.dns_query(cfg, name)
+                result = await lab_mod.dns_query(cfg, name)
                 samples.append(time.monotonic() - t0)
                 return result
 

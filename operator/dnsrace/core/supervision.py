@@ -1,6 +1,6 @@
 """When to restart a component that exited, as the kubelet restarts a container.
 
-The scenario lab (``components.scenario.Lab``) runs the local components as processes; nothing
+The scenario lab (``components.scenarios.lab.Lab``) runs the local components as processes; nothing
 would bring one back after a crash or a ``kill`` Fault, while in kind a Deployment does. The lab
 asks ``Supervisor`` on every tick what to do with each component it started, on a clock it
 passes in, so the policy is tested without processes or real time.

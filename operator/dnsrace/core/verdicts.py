@@ -1,6 +1,6 @@
 """The race scenario's verdict, as a pure function over a run folder's records.
 
-The runner (``components.scenario``) only injects faults and records: the prober's answers
+The runner (``components.scenarios.race``) only injects faults and records: the prober's answers
 (``prober.jsonl``, ``core.observations``), the DNS store's own transactions (``store.jsonl``,
 ``core.storelog``), the Faults' injection counts (``faults.json``) and what it saw live at the end
 (``observed.json``: the independent DNS query, convergence, conditions, the repair). ``judge``

@@ -71,11 +71,18 @@ class Processes:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         """Processes this instance started, so their exit status can be read (``exit_status``)."""
 
-    def exit_status(self, name: str) -> int | None:
+    def exit_status(self, name: str, wait: float = 0.0) -> int | None:
         """The exit code of a child this instance started (negative: the signal that ended
-        it), or None while it runs or when another process started it."""
+        it), waiting up to ``wait`` s for it; None while it runs or when another process
+        started it. (A dying process loses its /proc exe link before it can be reaped, so
+        ``alive`` may say no a moment before the status is there.)"""
         child = self.children.get(name)
-        return None if child is None else child.poll()
+        if child is None:
+            return None
+        try:
+            return child.wait(timeout=wait) if wait else child.poll()
+        except subprocess.TimeoutExpired:
+            return None
 
     def _pid_file(self, name: str) -> Path:
         return self.pid_dir / f"{name}.json"

@@ -1,0 +1,1 @@
+"""Scenarios: the lab they share (``lab``) and one module per scenario (``race``)."""
