@@ -52,9 +52,13 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 async def test_cluster_mode_configures_and_scales_a_deployment(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
+    # A kubeconfig of its own path, as kind's is: the lab then drives Deployments (the local
+    # plane's own kubeconfig would mean local mode).
+    kubeconfig = tmp_path / "external-kubeconfig"
+    kubeconfig.write_text(cluster.kubeconfig.read_text())
     cfg = dataclasses.replace(
         cluster.cfg, kube=dataclasses.replace(cluster.cfg.kube, namespace=namespace,
-                                              kubeconfig=cluster.kubeconfig))
+                                              kubeconfig=kubeconfig))
     params = lab_mod.LabParams(safeguards=Safeguards.parse("fencing,no-empty"), keep=4)
     async with lab_mod.Lab(cfg, params, tmp_path, print) as lab:
         assert lab.cluster
