@@ -42,10 +42,11 @@ class RaceParams(lab.LabParams):
     """enactor-a's extra delay on the regional endpoint; None: derived from measurements."""
     observe: float = 120.0
     """Seconds after the faults within which the empty record must show (safeguards off).
-    Each enactor-a cycle is one attempt (about 20 a minute); about one in five empties the
-    record (median 5 stalls until the removal in 9 of 10 runs of a 60 s series, docs/
-    benchmarks.md), so 60 s missed once in ten runs and 120 s leaves ~0.01 %. A run that
-    succeeds is not lengthened: the wait ends at the first NXDOMAIN plus the hold."""
+    Each enactor-a cycle is one attempt. With 60 s, 9 of 10 runs emptied the record after 1 to
+    3 stalls, and the tenth served 19 stalls (13 stale writes landed) without one falling
+    inside a clean-up that deleted its plan (docs/benchmarks.md); 120 s gives such a run twice
+    the attempts. A run that succeeds is not lengthened: the wait ends at the first NXDOMAIN
+    plus the hold."""
     hold: float = 10.0
     """Seconds the record must stay empty while the planner keeps producing plans."""
     window: float = 40.0
