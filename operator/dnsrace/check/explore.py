@@ -93,6 +93,22 @@ def replay(factory: Factory, path: tuple[str, ...]) -> World:
     return world
 
 
+def _branch(world: World, factory: Factory, path: tuple[str, ...], i: int, name: str,
+            stats: Stats) -> tuple[World, object]:
+    """Step ``name`` from the state ``path`` reached: the live world for the first branch
+    (cheap), a replay of the path for the others. Returns the child and what it observed
+    before the step (for the properties)."""
+    if i == 0:
+        child = world
+    else:
+        child = replay(factory, path)
+        stats.replayed += len(path)
+    before = child.observe()
+    child.run.step(name)
+    stats.transitions += 1
+    return child, before
+
+
 def _initial(world: World) -> list[tuple[str, str]]:
     return world.check(world.observe())
 
@@ -137,14 +153,7 @@ def search(factory: Factory, *, max_states: int | None = None, reduce: bool = Tr
         asleep = set(sleep)
         todo = [n for n in enabled if n not in sleep]
         for i, name in enumerate(todo):
-            if i == 0:
-                child = world
-            else:
-                child = replay(factory, path)
-                stats.replayed += len(path)
-            before = child.observe()
-            child.run.step(name)
-            stats.transitions += 1
+            child, before = _branch(world, factory, path, i, name, stats)
             record(child, child.check(before), (*path, name))
             child_sleep = (frozenset(q for q in asleep if not ops[q].conflicts(ops[name]))
                            if reduce else frozenset())
@@ -199,14 +208,7 @@ def search_bounded(factory: Factory, preemptions: int, *, max_states: int | None
         order = sorted(enabled, key=lambda n: n != current)
         todo = [n for n in order if not (running and n != current and budget == 0)]
         for i, name in enumerate(todo):
-            if i == 0:
-                child = world
-            else:
-                child = replay(factory, path)
-                stats.replayed += len(path)
-            before = child.observe()
-            child.run.step(name)
-            stats.transitions += 1
+            child, before = _branch(world, factory, path, i, name, stats)
             for prop, message in child.check(before):
                 found.setdefault(prop, Found(prop, message, (*path, name)))
             visit(child, (*path, name), name,
