@@ -197,21 +197,24 @@ class EnactorController:
             for gone in set(self.uids) - names:
                 self.uids.pop(gone, None)
             self.reported_invalid &= names
+            # Each other enactor's heartbeat is read once per relist, not once per plan.
+            beats: dict[str, heartbeats.Heartbeat | None] = {}
             for item in items:
                 name = str(item["metadata"]["name"])
                 if name not in self.plan_store.invalid:
                     self._finalizer_step(name, item)
                     if item["metadata"].get("deletionTimestamp"):
-                        await self._take_over(name, item)
+                        await self._take_over(name, item, beats)
             self.wake.set()
 
-    async def _take_over(self, name: str, body: Mapping[str, Any]) -> None:
+    async def _take_over(self, name: str, body: Mapping[str, Any],
+                         beats: dict[str, heartbeats.Heartbeat | None]) -> None:
         """Finish the finalizers of enactors whose heartbeat expired (dead, or scaled away),
-        so a plan they claimed does not stay Terminating for ever."""
+        so a plan they claimed does not stay Terminating for ever. ``beats`` caches the
+        heartbeats read during this relist."""
         finalizers = body["metadata"].get("finalizers") or []
         owners = {heartbeats.owner_of(f) for f in finalizers} - {None, self.name}
-        beats = {}
-        for owner in sorted(o for o in owners if o):
+        for owner in sorted(o for o in owners if o and o not in beats):
             try:
                 beats[owner] = await self.heartbeat.read(owner)
             except Exception as exc:  # cannot tell: leave it for the next relist
