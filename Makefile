@@ -19,7 +19,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-python setup-binaries lint test test-unit local-up local-down \
+.PHONY: help setup setup-python setup-binaries setup-browser lint test test-unit local-up local-down \
         local-status demo bench clean
 
 help: ## Show the targets
@@ -36,6 +36,9 @@ setup-python: $(UV) ## Create .venv from uv.lock (exact, reproducible)
 setup-binaries: setup-python ## Build or reuse kube-apiserver, kube-controller-manager, kubectl, etcd, CoreDNS
 	@$(DNSRACE) setup
 
+setup-browser: setup-python ## Install headless Chromium and chromedriver with apt if missing (the report's browser test)
+	@$(DNSRACE) setup browser
+
 setup: setup-binaries ## Everything: Python env and pinned binaries (cached outside the clone)
 
 lint: setup-python ## ruff, mypy (strict) and the import layering contracts
@@ -46,7 +49,7 @@ lint: setup-python ## ruff, mypy (strict) and the import layering contracts
 test-unit: setup-python ## Unit tests only (no cluster)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-test: setup lint ## Lint, then every test against the local control plane (started if needed)
+test: setup setup-browser lint ## Lint, then every test against the local control plane (started if needed)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 local-up: setup ## Start the local control plane and install the CRDs

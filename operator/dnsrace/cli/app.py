@@ -6,7 +6,7 @@ import signal
 
 import typer
 
-from dnsrace.cli import bench, check, components, demo, local, scenario, setup
+from dnsrace.cli import bench, check, components, demo, local, report, scenario, setup
 
 app = typer.Typer(
     help="dnsrace: reproduce the DynamoDB DNS Planner/Enactor race on a real Kubernetes API "
@@ -26,6 +26,7 @@ app.command("repair")(components.repair_cmd)
 app.add_typer(scenario.app, name="scenario")
 app.command("bench")(bench.bench_cmd)
 app.command("check")(check.check_cmd)
+app.command("report")(report.report_cmd)
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 import aiohttp
 
 from dnsrace import settings as settings_mod
-from dnsrace.localplane import binaries
+from dnsrace.localplane import apt, binaries
 from dnsrace.localplane.binaries import GoBuild, Report, SetupError, VersionCheck
 
 VERSION = "2.6.1"
@@ -96,21 +96,10 @@ def lib_digest(directory: Path) -> str:
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
-def _apt_install(package: str, report: Report) -> None:
-    """Install ``package`` with apt when running as root; else say exactly what to run."""
-    command = ["apt-get", "install", "-y", "--no-install-recommends", package]
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise SetupError(f"DynamoDB Local needs {package}: run `sudo {' '.join(command)}`")
-    report(f"  dynamodb-local: {' '.join(command)}")
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
-    if proc.returncode != 0:
-        raise SetupError(f"step 'apt-get install {package}' failed:\n{proc.stderr.strip()}")
-
-
 def ensure_java(report: Report) -> str:
     """The ``java`` on PATH (DynamoDB Local 2.x needs 11 or newer), installing a JRE if missing."""
     if shutil.which("java") is None:
-        _apt_install("default-jre-headless", report)
+        apt.install("default-jre-headless", "DynamoDB Local", report)
     java = shutil.which("java")
     if java is None:
         raise SetupError("java is still not on PATH after installing default-jre-headless")
@@ -121,7 +110,7 @@ def _maven_fetch(cache_dir: Path) -> binaries.Builder:
     def run(build: GoBuild, out_dir: Path, report: Report) -> None:
         ensure_java(report)
         if shutil.which("mvn") is None:
-            _apt_install("maven", report)
+            apt.install("maven", "DynamoDB Local", report)
         mvn = shutil.which("mvn")
         if mvn is None:
             raise SetupError("mvn is still not on PATH after installing maven")
