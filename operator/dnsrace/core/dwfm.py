@@ -395,11 +395,12 @@ class Dwfm:
     # -- what it shows -------------------------------------------------------------------------
 
     def valid(self, now: float) -> list[str]:
-        """Droplets holding a valid lease at ``now`` (the launcher's ``LeaseView``)."""
-        return [d for d in self.droplets if self._valid(d, now)]
+        """Droplets holding a valid lease at ``now``, in no set order (the launcher's
+        ``LeaseView``)."""
+        return [d for d, expires in self.expires.items() if expires > now]
 
     def leases_valid(self, now: float) -> int:
-        return sum(1 for d in self.droplets if self._valid(d, now))
+        return sum(1 for expires in self.expires.values() if expires > now)
 
     def queue_age(self, now: float) -> float:
         return now - self.queue[0].queued if self.queue else 0.0
