@@ -11,7 +11,7 @@ import typer
 
 from dnsrace import settings as settings_mod
 from dnsrace.cli import console
-from dnsrace.components import bench, ddbbench
+from dnsrace.components import bench
 
 
 def bench_cmd(
@@ -33,6 +33,8 @@ def bench_cmd(
                                                endpoints=endpoints, iterations=iterations))
     print(bench.summary(latency, rate, endpoints))
     if ddb_seconds > 0:
+        from dnsrace.components import ddbbench  # aiobotocore: slow to import
+
         result = asyncio.run(ddbbench.bench_ddb(cfg, run_dir / "ddb", console.progress,
                                                 seconds=ddb_seconds))
         print(f"\nDynamoDB Local answered {result.backend_start_seconds:.1f} s after launch\n")

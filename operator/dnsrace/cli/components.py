@@ -20,7 +20,7 @@ import typer
 
 from dnsrace import settings as settings_mod
 from dnsrace.cli import console
-from dnsrace.components import ddbclient, enactor, lbnode, planner, prober, repairing
+from dnsrace.components import enactor, lbnode, planner, prober, repairing
 from dnsrace.core import planning
 from dnsrace.core.safeguards import Safeguards
 
@@ -162,6 +162,10 @@ def ddbclient_cmd(
     cfg = _with_ddb(_settings_or_fail(), client_workers=workers, client_rate=rate,
                     endpoint=endpoint)
     http_port = cfg.lab.http_port or None
+    # Imported here: aiobotocore takes most of a second to import, and every component's
+    # start (a restart after a crash included) would pay for it.
+    from dnsrace.components import ddbclient
+
     _serve(lambda stop: ddbclient.run(cfg, out, stop, port=port, http_port=http_port))
 
 

@@ -12,8 +12,9 @@ import typer
 
 from dnsrace import settings as settings_mod
 from dnsrace.cli import console
+from dnsrace.components.scenarios import chaos as chaos_run
 from dnsrace.components.scenarios import race
-from dnsrace.core import verdicts
+from dnsrace.core import chaos, verdicts
 from dnsrace.core.safeguards import Safeguards
 
 app = typer.Typer(help="Scenarios: start the lab, inject faults, observe, judge.",
@@ -74,6 +75,70 @@ def print_verdict(v: verdicts.Verdict) -> None:
         console.console.print(f"[red]- {reason}[/red]")
 
 
+def print_chaos(v: verdicts.Verdict) -> None:
+    colour = "green" if v.passed else "red"
+    console.console.print(
+        f"\n[bold]chaos, safeguards {v.safeguards}[/bold]: "
+        f"[{colour}]{'as expected' if v.passed else 'NOT as expected'}[/{colour}] "
+        f"({v.expected})")
+
+    def show(x: object) -> str:
+        return "-" if x is None else str(x)
+
+    console.table(f"faults ({v.run_dir})", [
+        "fault", "lasted (s)", "answers", "regional empty", "empty: controllers / data plane "
+        "/ no listener", "stale (CoreDNS / store)", "back after (s)", "converged after (s)",
+        "other restarts", "stuck Terminating"], [
+        [r["fault"], show(r["duration"]), show(r["answers"]), show(r["regional_empty"]),
+         f"{r['empty_by_controllers']} / {r['empty_by_data_plane']} / "
+         f"{r['empty_while_no_listener']}",
+         f"{r['stale_regressions']} / {r['store_regressions']}", show(r["back_after"]),
+         show(r["converged_after"]), ", ".join(r["other_restarts"]) or "-",
+         ", ".join(r["stuck_terminating"]) or "-"]
+        for r in v.figures.get("steps", [])])
+    for reason in v.reasons:
+        console.console.print(f"[red]- {reason}[/red]")
+
+
+def print_any(v: verdicts.Verdict) -> None:
+    (print_chaos if "steps" in v.figures else print_verdict)(v)
+
+
+def judge_dir(run_dir: Path) -> verdicts.Verdict:
+    record = verdicts.RunRecord.load(run_dir)
+    if record.observed.get("scenario") == "chaos":
+        return chaos.judge_record(record, str(run_dir))
+    return verdicts.judge(record, str(run_dir))
+
+
+def _failed_run(safeguards: str, run_dir: Path, exc: Exception) -> verdicts.Verdict:
+    # A run that could not be carried out (the lab did not come up, a store or the API server
+    # gone for longer than the runner waits) counts as not as expected; the series goes on.
+    return verdicts.Verdict(
+        safeguards=safeguards, expected="a run", passed=False,
+        reasons=[f"the run could not be carried out: {exc!r}"], figures={},
+        run_dir=str(run_dir))
+
+
+def run_chaos(safeguards: str, repeat: int, runs_dir: Path, faults: list[str],
+              pause: float) -> list[verdicts.Verdict]:
+    cfg = settings_mod.Settings.from_env()
+    judged: list[verdicts.Verdict] = []
+    for i in range(repeat):
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = runs_dir / f"{stamp}-chaos-{safeguards.replace(',', '+')}-{i + 1}"
+        params = chaos_run.ChaosParams(safeguards=Safeguards.parse(safeguards),
+                                       faults=tuple(faults), pause=pause)
+        console.progress(f"run {i + 1}/{repeat}: chaos with safeguards {safeguards} -> {run_dir}")
+        try:
+            verdict = asyncio.run(chaos_run.run_chaos(cfg, params, run_dir, console.progress))
+        except Exception as exc:
+            verdict = _failed_run(str(params.safeguards), run_dir, exc)
+        print_any(verdict)
+        judged.append(verdict)
+    return judged
+
+
 def run_race(safeguards: str, repeat: int, runs_dir: Path,
              stall: float | None = None) -> list[verdicts.Verdict]:
     cfg = settings_mod.Settings.from_env()
@@ -87,13 +152,7 @@ def run_race(safeguards: str, repeat: int, runs_dir: Path,
         try:
             verdict = asyncio.run(race.run_race(cfg, params, run_dir, console.progress))
         except Exception as exc:
-            # A run that could not be carried out (the lab did not come up, a store or the API
-            # server gone for longer than the runner waits) counts as not as expected; the
-            # series goes on.
-            verdict = verdicts.Verdict(
-                safeguards=str(params.safeguards), expected="a run", passed=False,
-                reasons=[f"the run could not be carried out: {exc!r}"], figures={},
-                run_dir=str(run_dir))
+            verdict = _failed_run(str(params.safeguards), run_dir, exc)
         print_verdict(verdict)
         judged.append(verdict)
     return judged
@@ -101,24 +160,36 @@ def run_race(safeguards: str, repeat: int, runs_dir: Path,
 
 @app.command("run")
 def run(
-    name: Annotated[str, typer.Argument(help="Scenario name (race)")],
-    safeguards: Annotated[str, typer.Option(
+    name: Annotated[str, typer.Argument(
+        help="race: the incident's faults; chaos: kill, pause and restart each component "
+        "and part of the control plane, one at a time")],
+    safeguards: Annotated[str | None, typer.Option(
         help="off, on (fencing, protect-active, no-empty, self-heal, serve-stale), or a comma "
-        "list of "
-        "those and single-writer")] = "off",
+        "list of those and single-writer [default: off for race, on for chaos]")] = None,
     repeat: Annotated[int, typer.Option(min=1, help="Runs in a row")] = 1,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go")] = Path("runs"),
     stall: Annotated[float | None, typer.Option(
         help="enactor-a's stall on the regional endpoint, seconds (default: derived)")] = None,
+    fault: Annotated[list[str] | None, typer.Option(
+        help="chaos: a fault to inject, KIND:TARGET (kill:enactor-a, pause:planner, "
+        "restart:kube-apiserver|dns-etcd|coredns); repeat it; default: the whole matrix")] = None,
+    pause: Annotated[float, typer.Option(
+        min=1, help="chaos: seconds a paused component stays stopped")] = 10.0,
 ) -> None:
     """Run a scenario; exit 1 when what was observed contradicts the expectation."""
-    if name != "race":
-        console.fail(f"unknown scenario {name!r}: available: race", code=2)
+    if name not in ("race", "chaos"):
+        console.fail(f"unknown scenario {name!r}: available: race, chaos", code=2)
+    sg = safeguards or ("on" if name == "chaos" else "off")
     try:
-        Safeguards.parse(safeguards)
+        Safeguards.parse(sg)
+        for f in fault or []:
+            chaos.parse_fault(f)
     except ValueError as exc:
         console.fail(str(exc), code=2)
-    judged = run_race(safeguards, repeat, runs_dir, stall)
+    if fault and name != "chaos":
+        console.fail("--fault belongs to the chaos scenario", code=2)
+    judged = (run_chaos(sg, repeat, runs_dir, fault or [], pause) if name == "chaos"
+              else run_race(sg, repeat, runs_dir, stall))
     passed = sum(v.passed for v in judged)
     console.console.print(f"\n{passed}/{len(judged)} runs as expected")
     if passed != len(judged):
@@ -135,12 +206,17 @@ def judge(
     Prints each verdict and, for several, the series' figures (medians and ranges) that
     docs/benchmarks.md quotes; exit 1 when any run is not as expected.
     """
-    judged = [verdicts.judge(verdicts.RunRecord.load(d), str(d)) for d in run_dirs]
+    judged = [judge_dir(d) for d in run_dirs]
     for v in judged:
-        print_verdict(v)
-    if len(judged) > 1:
+        print_any(v)
+    rows = chaos.series([v.figures for v in judged if "steps" in v.figures])
+    if rows:
+        console.table("chaos series", list(rows[0]), [[str(x) for x in r.values()]
+                                                      for r in rows])
+    races = [v for v in judged if "steps" not in v.figures]
+    if len(races) > 1:
         console.table("series", ["figure", "value"], [
-            [k, v] for k, v in verdicts.series(judged).items()])
+            [k, v] for k, v in verdicts.series(races).items()])
     passed = sum(v.passed for v in judged)
     console.console.print(f"\n{passed}/{len(judged)} runs as expected")
     if passed != len(judged):

@@ -22,7 +22,7 @@ from kubernetes_asyncio import client
 from prometheus_client import Counter, Gauge
 
 from dnsrace import settings as settings_mod
-from dnsrace.components import faults, kopfing
+from dnsrace.components import faults, kopfing, outages
 from dnsrace.core import enacting, heartbeats, plans
 from dnsrace.core.safeguards import Safeguards
 from dnsrace.dnsstore import etcd as etcd_store
@@ -303,13 +303,20 @@ class EnactorController:
             await asyncio.gather(*side, return_exceptions=True)
 
     async def _cycles(self, stop: asyncio.Event) -> None:
+        backoff = outages.Backoff()
         while not stop.is_set():
             try:
                 report = await self.core.cycle()
-            except Exception:
-                log.exception("cycle failed; retrying")
-                await asyncio.sleep(1)
+            except Exception as exc:
+                delay = backoff.next()
+                what = outages.describe(exc)
+                if what is None:
+                    log.exception("cycle failed; retrying in %.1fs", delay)
+                else:
+                    log.warning("cycle failed, %s; retrying in %.1fs", what, delay)
+                await asyncio.sleep(delay)
                 continue
+            backoff.reset()
             if report is None:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):

@@ -482,6 +482,12 @@ async def _run(name: str, index: int, kubeconfig: Path | None, namespace: str,
             # node: put it back, as a kubelet would re-post its pod's status.
             try:
                 await discovery.read_namespaced_endpoint_slice(slice_name(name), namespace)
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                # The API server restarting: the node keeps serving and checks again next
+                # resync; its slice lives in etcd meanwhile.
+                log.warning("checking EndpointSlice of %s: API server unreachable (%r); "
+                            "retrying in %.0fs", name, exc, resync)
+                continue
             except client.ApiException as exc:
                 if kube_client.status_of(exc) != 404:
                     log.warning("checking EndpointSlice of %s: %s", name, exc)

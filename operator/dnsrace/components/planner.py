@@ -22,7 +22,7 @@ from kubernetes_asyncio import client
 from prometheus_client import Counter, Gauge
 
 from dnsrace import settings as settings_mod
-from dnsrace.components import faults, kopfing, lbnode
+from dnsrace.components import faults, kopfing, lbnode, outages
 from dnsrace.core import planning, plans
 from dnsrace.kube import client as kube_client
 from dnsrace.kube import plans as kube_plans
@@ -115,16 +115,24 @@ class Planner:
 
     async def work(self, stop: asyncio.Event) -> None:
         interval = self.cfg.lab.planner_interval
+        backoff = outages.Backoff(base=interval)
         while not stop.is_set():
             started = time.monotonic()
+            wait = interval
             try:
                 plan = await self.plan_once()
                 if plan is not None:
                     log.debug("plan %s created", plan.serial)
-            except Exception:
-                log.exception("planning failed; retrying")
+                backoff.reset()
+            except Exception as exc:
+                wait = backoff.next()
+                what = outages.describe(exc)
+                if what is None:
+                    log.exception("planning failed; retrying in %.1fs", wait)
+                else:
+                    log.warning("planning failed, %s; retrying in %.1fs", what, wait)
             self.changed.clear()
-            remaining = max(0.0, interval - (time.monotonic() - started))
+            remaining = max(0.0, wait - (time.monotonic() - started))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), timeout=remaining)
             if self.changed.is_set():  # coalesce a burst of slice updates

@@ -102,6 +102,7 @@ class RunRecord:
     store: list[storelog.Revision]
     faults: list[dict[str, Any]]
     clients: list[ddb.Request] = dataclasses.field(default_factory=list)
+    restarts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @classmethod
     def load(cls, run_dir: Path) -> RunRecord:
@@ -117,6 +118,7 @@ class RunRecord:
             store=storelog.load(store_path) if store_path.exists() else [],
             faults=read("faults.json", []),
             clients=ddb.load_requests(clients_path) if clients_path.exists() else [],
+            restarts=read("restarts.json", []),
         )
 
 

@@ -22,17 +22,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
 import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.rcode
 import dns.rdatatype
-from aetcd import exceptions as aetcd_exceptions
 from kubernetes_asyncio import client, watch
 
 from dnsrace import settings as settings_mod
-from dnsrace.components import lbnode, prober
+from dnsrace.components import lbnode, outages, prober
 from dnsrace.core import observations, planning, plans, records, supervision
 from dnsrace.core.safeguards import Safeguards
 from dnsrace.dnsstore import etcd as etcd_store
@@ -45,9 +43,7 @@ T = TypeVar("T")
 
 OUTAGE_LIMIT = 120.0
 """Seconds the runner waits out an unreachable API server or DNS etcd before it gives up."""
-OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    client.ApiException, aiohttp.ClientError, OSError, TimeoutError,
-    aetcd_exceptions.ClientError)
+OUTAGE_ERRORS = outages.ERRORS
 
 
 
@@ -215,6 +211,26 @@ class Lab:
             self.procs.start(name, argv, env=env, cwd=self.run_dir)
             self._specs[name] = (argv, env)
             self.supervisor.started(name, time.time())
+
+    async def start_components(self, port: int, front_door: list[str]) -> None:
+        """The LB nodes (behind ``front_door``, the backend they forward to, if any), the
+        enactors, the prober and the planner; component ``i`` serves metrics on ``port + i``."""
+        cfg = self.cfg
+        for i in range(cfg.lab.lb_nodes):
+            await self.start(f"lbnode-{i}", "lbnode", "--name", f"lbnode-{i}", *front_door,
+                             port=port + 10 + i)
+        want = 1 if self.cluster else cfg.lab.lb_nodes
+
+        async def registered() -> bool:
+            return len(await lbnode.ready_nodes(self.api, self.ns)) >= want
+
+        if not await wait_until(registered, 30):
+            raise RuntimeError("LB nodes did not register; see logs in " + str(self.run_dir))
+        for i, name in enumerate(cfg.lab.enactors):
+            await self.start(name, "enactor", "--name", name, port=port + 1 + i)
+        await self.start("prober", "prober", "--out", str(self.run_dir / "prober.jsonl"),
+                         "--rate", str(self.params.probe_rate), port=port + 5)
+        await self.start("planner", "planner", port=port)
 
     async def _supervise(self) -> None:
         """Restart components that exit (a crash, a kill Fault, an outside kill -9)."""
@@ -408,6 +424,17 @@ class Lab:
             spec["jitterSeconds"] = round(jitter, 3)
         if endpoints:
             spec["endpoints"] = endpoints
+        await self._create_fault(name, spec)
+
+    async def create_process_fault(self, name: str, target: str, action: str,
+                                   duration: float | None = None) -> None:
+        """A ``kill`` or ``pause`` Fault: the target acts on itself, in local mode and in kind."""
+        spec: dict[str, Any] = {"target": target, "action": action}
+        if duration is not None:
+            spec["durationSeconds"] = round(duration, 3)
+        await self._create_fault(name, spec)
+
+    async def _create_fault(self, name: str, spec: dict[str, Any]) -> None:
         co = client.CustomObjectsApi(self.api)
 
         async def create() -> None:
@@ -452,15 +479,17 @@ class Lab:
                  "status": i.get("status", {})} for i in items]
 
     async def delete_faults(self) -> None:
-        co = client.CustomObjectsApi(self.api)
         for fault in await self.faults():
-            name = fault["name"]
+            await self.delete_fault(fault["name"])
 
-            async def delete(name: str = name) -> None:
-                await _ignore_404(co.delete_namespaced_custom_object(
-                    "dnsrace.io", "v1alpha1", self.ns, "faults", name))
+    async def delete_fault(self, name: str) -> None:
+        co = client.CustomObjectsApi(self.api)
 
-            await self.call(f"delete fault {name}", delete)
+        async def delete() -> None:
+            await _ignore_404(co.delete_namespaced_custom_object(
+                "dnsrace.io", "v1alpha1", self.ns, "faults", name))
+
+        await self.call(f"delete fault {name}", delete)
 
     def observations(self, since: float | None = None,
                      failures_are_empty: bool = True) -> observations.Summary:

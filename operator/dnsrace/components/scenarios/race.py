@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dnsrace import settings as settings_mod
-from dnsrace.components import lbnode, repairing
+from dnsrace.components import repairing
 from dnsrace.components.scenarios import lab
 from dnsrace.components.scenarios.lab import Lab, Report, dns_query, wait_until
 from dnsrace.core import ddb, plans, verdicts
@@ -117,17 +117,7 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
             lab.backend = await dynamodb.start(cfg, run_dir / "logs" / "dynamodb-local.log")
             lab.mark("DynamoDB Local started", started_in=round(lab.backend.started_in, 2))
             front_door = ["--backend", f"{lab.backend.host}:{lab.backend.port}"]
-        for i in range(cfg.lab.lb_nodes):
-            await lab.start(f"lbnode-{i}", "lbnode", "--name", f"lbnode-{i}", *front_door,
-                            port=port + 10 + i)
-        ok = await wait_until(lambda: _count_nodes(lab, 1 if lab.cluster else cfg.lab.lb_nodes), 30)
-        if not ok:
-            raise RuntimeError("LB nodes did not register; see logs in " + str(run_dir))
-        for i, name in enumerate(cfg.lab.enactors):
-            await lab.start(name, "enactor", "--name", name, port=port + 1 + i)
-        await lab.start("prober", "prober", "--out", str(run_dir / "prober.jsonl"),
-                        "--rate", str(params.probe_rate), port=port + 5)
-        await lab.start("planner", "planner", port=port)
+        await lab.start_components(port, front_door)
         clients = run_dir / "ddb-client.jsonl"
         if lab.backend is not None:
             # Started with the others (a client's start-up is slow); its requests fail with DNS
@@ -318,8 +308,4 @@ async def _observe_convergence(lab: Lab, params: RaceParams, newest: int,
     observed["endpoints_on_deleted_plans"] = sorted(
         e for e, s in markers.items() if s not in live)
     (lab.run_dir / "markers.json").write_text(json.dumps(markers, indent=1))
-
-
-async def _count_nodes(lab: Lab, want: int) -> bool:
-    return len(await lbnode.ready_nodes(lab.api, lab.ns)) >= want
 
