@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+from matplotlib import transforms
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -79,7 +80,13 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+EMPTY = 0.4
+"""Inches for a lane with nothing to draw: its note ("no endpoint empty") is the whole news."""
+
+
 def _height(lane: lanes_mod.Lane) -> float:
+    if not lane.tracks:
+        return EMPTY
     return max(len(lane.rows), 1) * ROW + 0.35 if lane.rows else NUMERIC
 
 
@@ -126,16 +133,21 @@ def _draw_lane(ax: Axes, lane: lanes_mod.Lane) -> None:
                 style["color"] = WRITERS.get(track.row, OTHER_WRITER)
             ax.scatter(track.t, ys, label=label, **style)  # type: ignore[arg-type]
             if track.style == "stale":
-                for t, y, serial in zip(track.t, ys, track.y, strict=True):
+                # Above and below in turn: stale writes a second apart would print over
+                # each other's serial.
+                for n, (t, y, serial) in enumerate(zip(track.t, ys, track.y, strict=True)):
                     ax.annotate(f"{serial:.0f}", (t, y), textcoords="offset points",
-                                xytext=(5, 4), fontsize=7, color="#c62828")
+                                xytext=(4, 4 if n % 2 == 0 else -11), fontsize=7,
+                                color="#c62828")
         elif track.kind == "bars":
             ax.bar(track.t, track.y, width=1.0, align="edge", label=label,
                    **style)  # type: ignore[arg-type]
         else:
             ax.step(track.t, track.y, where="post", label=label,
                     **style)  # type: ignore[arg-type]
-    if lane.rows:
+    if not lane.tracks:
+        ax.set_yticks([])
+    elif lane.rows:
         ax.set_yticks(range(len(lane.rows)), list(reversed(lane.rows)), fontsize=7)
         ax.set_ylim(-0.6, len(lane.rows) - 0.4)
     else:
@@ -212,26 +224,31 @@ def _tick(span: float) -> float:
 def phases() -> bytes:
     """The published AWS phases, one bar each, on hours from 11:48 PM PDT (PNG bytes)."""
     items = phases_mod.PHASES
-    fig, ax = plt.subplots(figsize=(WIDTH, 0.5 * len(items) + 1.9))
-    fig.subplots_adjust(left=0.24, right=0.97, top=0.8, bottom=0.2)
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.5 * len(items) + 2.0))
+    fig.subplots_adjust(left=0.2, right=0.98, top=0.76, bottom=0.15)
     for i, phase in enumerate(reversed(items)):
         start, end = phases_mod.hours(phase.start), phases_mod.hours(phase.end)
-        ax.broken_barh([(start, end - start)], (i - 0.35, 0.7), color="#c62828" if i ==
-                       len(items) - 1 else "#ef6c00", alpha=0.85)
-        ax.text(end + 0.08, i, f"{phases_mod.clock(start)} to {phases_mod.clock(end)}",
-                va="center", fontsize=7.5)
+        reproduced = phase is items[0]
+        ax.broken_barh([(start, end - start)], (i - 0.35, 0.7),
+                       color="#c62828" if reproduced else "#ef6c00", alpha=0.85)
+        ax.text(end + 0.08, i, phase.span(), va="center", fontsize=7.5)
     ax.set_yticks(range(len(items)), [p.name for p in reversed(items)], fontsize=8)
-    for m in phases_mod.MILESTONES:
+    # Milestone labels above the axes on two alternating levels: two of them are half an hour
+    # apart and would print over each other on one.
+    above = transforms.blended_transform_factory(ax.transData, ax.transAxes)
+    for n, m in enumerate(phases_mod.MILESTONES):
         h = phases_mod.hours(m.at)
         ax.axvline(h, color="#616161", linestyle=":", linewidth=0.9)
-    # Milestone labels on top, as secondary ticks, so they never cross the bars.
-    top = ax.secondary_xaxis("top")
-    top.set_xticks([phases_mod.hours(m.at) for m in phases_mod.MILESTONES],
-                   [m.text for m in phases_mod.MILESTONES], fontsize=7, rotation=12,
-                   ha="left")
-    ax.set_xlim(-0.2, 15.5)
-    ax.xaxis.set_major_locator(MultipleLocator(1.0))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda h, _pos: phases_mod.clock(h)))
+        ax.text(h, 1.03 + 0.11 * (n % 2), f"{phases_mod.clock(h)} {m.text}", transform=above,
+                fontsize=7, ha="center", va="bottom", color="#424242")
+    fig.text(0.01, 0.97, "The published AWS phases (red: what the race scenario reproduces)",
+             fontsize=9.5, va="top")
+    ax.set_xlim(-0.2, 16.2)
+    # Ticks on the hour of the clock, not on the hour since 11:48 PM.
+    first = (60 - phases_mod.START.minute) / 60
+    ax.set_xticks([first + k for k in range(16)])
+    ax.xaxis.set_major_formatter(FuncFormatter(
+        lambda h, _pos: phases_mod.clock(h).replace(":00", "")))
     ax.tick_params(axis="x", labelsize=7.5)
     ax.set_xlabel("2025-10-19/20, Pacific Daylight Time (AWS post-event summary)", fontsize=9)
     ax.grid(axis="x", color="#e0e0e0", linewidth=0.6)

@@ -29,8 +29,15 @@ class Phase:
     start: datetime.datetime
     end: datetime.datetime
     mechanism: str
-    approximate: bool = False
-    """The summary says "~" for one of its ends."""
+    about_start: bool = False
+    """The summary says "~" for the start."""
+    about_end: bool = False
+    """The summary says "~" for the end."""
+
+    def span(self) -> str:
+        """``11:48 PM to ~2:24 AM``, as the summary gives it."""
+        start = ("~" if self.about_start else "") + clock(hours(self.start))
+        return f"{start} to {'~' if self.about_end else ''}{clock(hours(self.end))}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,12 +51,12 @@ PHASES: tuple[Phase, ...] = (
           "the DNS Planner/Enactor race (records restored 2:25 AM, caches expired 2:40 AM)"),
     Phase("DWFM leases expire", START, _at(20, 2, 24),
           "DWFM's state checks go through DynamoDB; droplets without a lease take no launch",
-          approximate=True),
+          about_end=True),
     Phase("DWFM congestive collapse", _at(20, 2, 25), _at(20, 5, 28),
           "re-establishing every lease took longer than the lease timeout; work re-queued"),
     Phase("Network Manager backlog", _at(20, 5, 28), _at(20, 10, 36),
           "network state for the burst of new instances queued; instances without connectivity",
-          approximate=True),
+          about_start=True),
     Phase("NLB health-check flapping, AZ failover", _at(20, 5, 30), _at(20, 14, 9),
           "checks ran before network state propagated; automatic AZ failover removed capacity"),
 )

@@ -229,9 +229,8 @@ def to_html(reports: Sequence[RunReport], timeline: bytes, phase_png: bytes) -> 
     parts.append(_img(phase_png, "the published AWS phases, 2025-10-19/20 PDT"))
     parts.append("<table><tr><th>phase</th><th>start (PDT)</th><th>end (PDT)</th>"
                  "<th>mechanism</th></tr>" + "".join(
-                     f"<tr><td>{_e(p.name)}</td><td>{_e(phases.clock(phases.hours(p.start)))}"
-                     f"</td><td>{'~' if p.approximate else ''}"
-                     f"{_e(phases.clock(phases.hours(p.end)))}</td><td>{_e(p.mechanism)}</td>"
+                     f"<tr><td>{_e(p.name)}</td><td>{_e(p.span().split(' to ')[0])}</td>"
+                     f"<td>{_e(p.span().split(' to ')[1])}</td><td>{_e(p.mechanism)}</td>"
                      "</tr>" for p in phases.PHASES) + "</table>")
     for r in reports:
         parts.append(f"<h2>What happened: {_e(r.run.label)} (safeguards "
