@@ -55,7 +55,9 @@ def _scene(*, velocity: nlb.VelocityControl | None = None, auto_failover: bool =
             lb.set_auto_failover(False)
         manager.advance(t)
         before = lb.removed_healthy
-        scene.changes += lb.check(t, lambda name, _t: manager.reachable(name))
+        published = lb.check(t, lambda name, _t: manager.reachable(name))
+        if published.removed or published.added:
+            scene.changes.append(published)
         scene.removals.append((t, lb.removed_healthy - before))
         scene.figures.append(lb.figures(t))
     return scene

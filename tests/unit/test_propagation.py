@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from dnsrace.core import dwfm, launching, propagation
+from dnsrace.core import dwfm, launching, nlb, propagation
 
 RATE = propagation.PropagationParams()  # 2 states per second
 
@@ -110,17 +110,24 @@ def leases() -> tuple[Snapshots, list[str]]:
     return Snapshots(views), list(fleet.droplets)
 
 
-def _cascade(leases: tuple[Snapshots, list[str]],
-             throttle: propagation.PropagationThrottle | None) -> dict[str, float]:
-    """The launcher at 1/s retrying every ~10 s, the Network Manager at 2/s: the burst after
-    DWFM recovers."""
+def _chain(leases: tuple[Snapshots, list[str]], safeguards: bool) -> dict[str, float]:
+    """DWFM's lease timeline -> launcher (1/s, retried every ~10 s) -> Network Manager (2/s)
+    -> one NLB whose targets are every launched instance, with propagation-throttle and
+    velocity-control both off or both on."""
     view, droplets = leases
     launcher = launching.Launcher(launching.LauncherParams(), launching.spread(droplets),
                                   random.Random(2), start=0.0)
-    manager = propagation.NetworkManager(RATE, start=0.0, throttle=throttle)
+    manager = propagation.NetworkManager(
+        RATE, start=0.0, throttle=propagation.PropagationThrottle() if safeguards else None)
+    velocity = nlb.VelocityControl() if safeguards else None
+    lb = nlb.Nlb(nlb.NlbParams(), random.Random(3), start=0.0, velocity=velocity)
     launched_at: dict[str, float] = {}
     unreachable_for: list[float] = []
     worst_backlog, worst_age = 0, 0.0
+    before: dict[str, float] = {}
+    lowest_share = 1.0
+    all_out = some_out = 0
+    worst_window = 0.0
     t = 0.0
     while t < 720.0:
         t += 1.0
@@ -128,23 +135,40 @@ def _cascade(leases: tuple[Snapshots, list[str]],
             if attempt.instance is not None:
                 manager.enqueue(attempt.instance, attempt.t)
                 launched_at[attempt.instance] = attempt.t
+                lb.register(attempt.instance, attempt.az, attempt.t)
         for done in manager.advance(t):
             unreachable_for.append(done.t - launched_at[done.instance])
         worst_backlog = max(worst_backlog, manager.backlog)
         worst_age = max(worst_age, manager.oldest_age(t))
+        published = lb.check(t, lambda name, _t: manager.reachable(name))
+        if t == 60.0:
+            before = dict(published.capacity)
+        if t > 60.0:
+            lowest_share = min(lowest_share,
+                               *(published.capacity[az] / before[az] for az in before))
+        all_out += published.fail_open
+        some_out += bool(published.failed_over) and not published.fail_open
+        worst_window = max(worst_window, lb.removed_in_window(t))
     return {"backlog": worst_backlog, "age": worst_age, "unreachable": max(unreachable_for),
             "limited": launcher.failures[launching.REQUEST_LIMIT_EXCEEDED],
-            "pending": launcher.figures(t).pending, "backlog_end": manager.backlog}
+            "pending": launcher.figures(t).pending, "backlog_end": manager.backlog,
+            "lowest_share": lowest_share, "fail_open_s": all_out, "az_out_s": some_out,
+            "failovers": lb.az_failovers, "removed_healthy": lb.removed_healthy,
+            "worst_window": worst_window, "flips": lb.flips}
+
+
+@pytest.fixture(scope="module")
+def chains(leases: tuple[Snapshots, list[str]]) -> dict[bool, dict[str, float]]:
+    return {on: _chain(leases, on) for on in (False, True)}
 
 
 def test_the_burst_after_recovery_without_and_with_the_throttle(
-        leases: tuple[Snapshots, list[str]]) -> None:
-    off = _cascade(leases, None)
+        chains: dict[bool, dict[str, float]]) -> None:
+    off, on = chains[False], chains[True]
     assert off["backlog"] > 200, "about 290 requests waited out the outage"
     assert off["age"] > 100.0
     assert off["unreachable"] > 100.0, "instances running without connectivity for minutes"
     assert off["limited"] == 0
-    on = _cascade(leases, propagation.PropagationThrottle(max_backlog=20))
     assert on["backlog"] <= 20
     assert on["age"] <= 20 / RATE.rate + 1.0
     assert on["unreachable"] <= 20 / RATE.rate + 1.0
@@ -152,3 +176,21 @@ def test_the_burst_after_recovery_without_and_with_the_throttle(
     assert off["pending"] == on["pending"] == 0
     assert off["backlog_end"] <= 1
     assert on["backlog_end"] <= 1
+
+
+def test_the_chain_to_the_nlb_without_and_with_the_safeguards(
+        chains: dict[bool, dict[str, float]]) -> None:
+    """Instances launched in the burst come into service unreachable: without the safeguards
+    their AZs fail over (all at once, which fails open, then some, which removes the capacity
+    the instances from before the outage were serving); with them the backlog stays short and
+    no AZ ever serves less than it did before the outage."""
+    off, on = chains[False], chains[True]
+    assert off["failovers"] >= 3
+    assert off["fail_open_s"] > 0
+    assert off["az_out_s"] > 0
+    assert off["lowest_share"] == 0.0
+    assert off["removed_healthy"] > 100
+    assert on["lowest_share"] >= 1.0
+    assert on["worst_window"] <= nlb.VelocityControl().max_removed
+    assert on["fail_open_s"] == on["az_out_s"] == 0
+    assert on["flips"] > 0, "new targets still fail their first checks, briefly"

@@ -210,21 +210,14 @@ class Nlb:
                 return True
         return False
 
-    def check(self, now: float, probe: Callable[[str, float], bool]) -> list[Published]:
-        """Run every check due by ``now`` in time order with ``probe(target, t)``, publishing
-        after each flip and once at ``now``; returns the publications that changed DNS."""
+    def check(self, now: float, probe: Callable[[str, float], bool]) -> Published:
+        """Run every check due by ``now`` in time order with ``probe(target, t)``, then publish
+        at ``now`` (what the component does with ``take_due``, ``observe`` and ``publish``)."""
         if now < self.now:
             raise ValueError(f"time went backwards: {now} < {self.now}")
-        changed = []
         for t, name in self.take_due(now):
-            if self.observe(name, t, probe(name, t)):
-                published = self.publish(t)
-                if published.removed or published.added:
-                    changed.append(published)
-        published = self.publish(now)
-        if published.removed or published.added:
-            changed.append(published)
-        return changed
+            self.observe(name, t, probe(name, t))
+        return self.publish(now)
 
     # -- what DNS gets -------------------------------------------------------------------------
 
