@@ -428,8 +428,9 @@ def narrative(run: Run) -> list[Moment]:
                          []).append(t)
     for (kind, reason, source), ts in kinds.items():
         count = f" ({len(ts)} in all)" if len(ts) > 1 else ""
+        # Events carry whole seconds: one may sort a second before what caused it.
         out.append(Moment(run.rel(min(ts)), f"{kind} event {reason} from {source}{count}",
-                          "events"))
+                          "events, to the second"))
     for e in run.json("restarts.json", []):
         out.append(Moment(run.rel(float(e["t"])), f"{e['component']} died ({e.get('how', '')}),"
                           f" restarted", "restarts"))
