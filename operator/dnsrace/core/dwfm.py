@@ -221,8 +221,8 @@ class Figures:
     queue_age: float
     """Age of the oldest item waiting (0 when none)."""
     goodput: float
-    """Share of the items finished in the last ``GOODPUT_WINDOW`` s that were useful (1.0 when
-    none finished: nothing was offered)."""
+    """Share of the items finished in the last ``GOODPUT_WINDOW`` s that were useful, wasted and
+    failed ones counting against it (1.0 when none finished: nothing was offered)."""
     useful_per_s: float
     """Useful completions per second over the same window."""
     useful: int
@@ -357,6 +357,7 @@ class Dwfm:
                 self.store.establish(item.droplet, t, self.params.lease_ttl)
             except StoreUnavailable:
                 self.failed += 1  # the droplet's next state check asks again
+                self._finished.append((t, False))
             else:
                 self.useful += 1
                 self._finished.append((t, True))
