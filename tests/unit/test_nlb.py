@@ -10,6 +10,7 @@ are in service from registration, as NLB did."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 
 import pytest
@@ -154,6 +155,10 @@ def test_fail_open_and_deregistration() -> None:
     assert lb.publish(2.0).targets == {"c"}, "unhealthy targets leave whatever the cap"
     lb.deregister("c")
     assert lb.publish(3.0).targets == {"a", "b"}
+    lb.register("c", "us-east-1b", 4.0)
+    times = [t for t, name in lb.take_due(100.0) if name == "c"]
+    assert times[0] >= 4.0, "the first registration's checks were dropped"
+    assert all(b - a == pytest.approx(5.0) for a, b in itertools.pairwise(times))
 
 
 def test_take_due_and_observe_give_what_check_gives() -> None:

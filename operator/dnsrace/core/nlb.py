@@ -24,9 +24,8 @@ Safeguard ``velocity-control`` (``VelocityControl``), as AWS announced it ("limi
 single NLB can remove when health check failures cause AZ failover"): a cap on the healthy
 capacity one load balancer may remove from DNS per interval; removals beyond it stay published
 until the window moves. An unhealthy target always leaves (it cannot serve), and adding capacity
-is never held back. The manual step (9:36 AM):
-``set_auto_failover(False)``, after which AZs are never failed over and only unhealthy targets
-leave DNS.
+is never held back. The manual step (9:36 AM): ``set_auto_failover(False)``, after which AZs
+are never failed over and only unhealthy targets leave DNS.
 """
 
 from __future__ import annotations
@@ -88,6 +87,8 @@ class Target:
     """Checks failed in a row."""
     flips: int = 0
     checks: int = 0
+    epoch: int = 0
+    """Which registration this is: checks scheduled for an earlier one of the name are dropped."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +145,7 @@ class Nlb:
         self.targets: dict[str, Target] = {}
         self.published: set[str] = set()
         self.failed_over: set[str] = set()
-        self._schedule: list[tuple[float, int, str]] = []
+        self._schedule: list[tuple[float, int, str, int]] = []
         self._seq = 0
         self._removals: collections.deque[tuple[float, float]] = collections.deque()
         self.flips = self.az_failovers = self.az_restores = 0
@@ -161,15 +162,15 @@ class Nlb:
             raise ValueError(f"target {name} is already registered")
         if not capacity > 0:
             raise ValueError(f"capacity must be more than 0, got {capacity}")
-        self.targets[name] = Target(name, az, capacity)
-        self._push(now + self.rng.uniform(0.0, self.params.interval), name)
+        self.targets[name] = Target(name, az, capacity, epoch=self._seq)
+        self._push(now + self.rng.uniform(0.0, self.params.interval), name, self._seq)
 
     def deregister(self, name: str) -> None:
         """The target leaves (its instance ended); it leaves DNS at the next publish, uncapped."""
         self.targets.pop(name, None)
 
-    def _push(self, t: float, name: str) -> None:
-        heapq.heappush(self._schedule, (t, self._seq, name))
+    def _push(self, t: float, name: str, epoch: int) -> None:
+        heapq.heappush(self._schedule, (t, self._seq, name, epoch))
         self._seq += 1
 
     # -- health checks -------------------------------------------------------------------------
@@ -179,11 +180,12 @@ class Nlb:
         the caller probes them and reports with ``observe``."""
         due = []
         while self._schedule and self._schedule[0][0] <= now:
-            t, _, name = heapq.heappop(self._schedule)
-            if name not in self.targets:
-                continue
+            t, _, name, epoch = heapq.heappop(self._schedule)
+            target = self.targets.get(name)
+            if target is None or target.epoch != epoch:
+                continue  # deregistered (and perhaps registered again since)
             due.append((t, name))
-            self._push(t + self.params.interval, name)
+            self._push(t + self.params.interval, name, epoch)
         return due
 
     def observe(self, name: str, t: float, ok: bool) -> bool:
