@@ -135,6 +135,12 @@ def test_recomputed_figures_equal_verdict_json_and_a_difference_is_named(
     (off / "verdict.json").write_text(json.dumps(written))
     verdict = verdicts.judge(verdicts.RunRecord.load(off), str(off))
     assert render.check(off, verdict) == render.Check("differs", ("regional_empty_window",))
+    del written["figures"]["answers"]
+    written["figures"]["retired"] = 1
+    (off / "verdict.json").write_text(json.dumps(written))
+    found = render.check(off, verdict)
+    assert (found.new, found.gone) == (("answers",), ("retired",))
+    assert "not in verdict.json (judged by an older version): answers" in found.text
     (off / "verdict.json").unlink()
     assert render.check(off, verdict).status == "absent"
 

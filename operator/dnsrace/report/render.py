@@ -73,6 +73,11 @@ class Check:
     status: str
     """``equal``, ``differs`` or ``absent``."""
     differing: tuple[str, ...] = ()
+    """Figures (and ``passed``) whose values differ."""
+    new: tuple[str, ...] = ()
+    """Figures the recomputed verdict has and ``verdict.json`` lacks (an older verdict)."""
+    gone: tuple[str, ...] = ()
+    """Figures ``verdict.json`` has and the recomputed verdict lacks."""
 
     @property
     def text(self) -> str:
@@ -80,7 +85,11 @@ class Check:
             return "equal to verdict.json"
         if self.status == "absent":
             return "no verdict.json in the run folder (recomputed only)"
-        return "DIFFERS from verdict.json: " + ", ".join(self.differing)
+        parts = [f"{label}: {', '.join(keys)}" for label, keys in (
+            ("values differ", self.differing),
+            ("not in verdict.json (judged by an older version)", self.new),
+            ("only in verdict.json", self.gone)) if keys]
+        return "DIFFERS from verdict.json: " + "; ".join(parts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,10 +113,12 @@ def check(run_dir: Path, verdict: verdicts.Verdict) -> Check:
     written = json.loads(path.read_text())
     mine = plain(verdict.figures)
     theirs = written.get("figures", {})
-    differing = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    differing = sorted(k for k in set(mine) & set(theirs) if mine[k] != theirs[k])
     if written.get("passed") != verdict.passed:
         differing.insert(0, "passed")
-    return Check("differs" if differing else "equal", tuple(differing))
+    new, gone = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
+    return Check("differs" if differing or new or gone else "equal", tuple(differing),
+                 tuple(new), tuple(gone))
 
 
 def commands(run: lanes.Run) -> tuple[str, ...]:
@@ -123,6 +134,33 @@ def commands(run: lanes.Run) -> tuple[str, ...]:
     return tuple(out)
 
 
+def headline(r: RunReport) -> str:
+    """One sentence per run, from the verdict's figures: what a reader wants first."""
+    f = r.verdict.figures
+    parts = [f"safeguards {r.run.safeguards}: "
+             f"{'as expected' if r.verdict.passed else 'NOT as expected'}"]
+    removed, first = f.get("time_to_records_removed"), f.get("time_to_first_empty")
+    if removed is not None:
+        parts.append(f"the regional records were removed {fmt(removed)} s after the stall")
+    if first is not None:
+        parts.append(f"CoreDNS answered NXDOMAIN/NODATA from {fmt(first)} s for "
+                     f"{fmt(f.get('regional_empty_window'))} s")
+    elif removed is None:
+        parts.append(f"no endpoint emptied ({fmt(f.get('empty_answers'))} empty answers, "
+                     f"{fmt(f.get('store_regressions'))} marker regressions in the store)")
+    if f.get("client_dns_share_while_empty") is not None:
+        parts.append(f"{f['client_dns_share_while_empty']:.0%} of DynamoDB requests failed with "
+                     "a DNS error meanwhile")
+    elif f.get("client_ok_after_fault") is not None:
+        parts.append(f"{f['client_ok_after_fault']:.2%} of DynamoDB requests succeeded under "
+                     "the faults")
+    if f.get("blocked"):
+        parts.append("the enactors were left blocked")
+    if f.get("repair_restored"):
+        parts.append(f"repair restored it in {fmt(f.get('time_to_restore'))} s")
+    return "; ".join(parts) + "."
+
+
 def build(run_dirs: Sequence[Path]) -> list[RunReport]:
     out = []
     for d in run_dirs:
@@ -133,7 +171,14 @@ def build(run_dirs: Sequence[Path]) -> list[RunReport]:
     return out
 
 
-def fmt(value: Any) -> str:
+SHARES = frozenset({"client_ok_before_fault", "client_dns_share_while_empty",
+                    "client_ok_after_recovery", "client_ok_after_fault"})
+"""Figures that are shares of requests, shown as percentages."""
+
+
+def fmt(value: Any, key: str = "") -> str:
+    if key in SHARES and isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.2%}"
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -160,6 +205,7 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.8em; }
 table { border-collapse: collapse; margin: .6em 0; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; } td.v { font-variant-numeric: tabular-nums; }
+#verdicts td:first-child { width: 24em; }
 .ok { color: #2e7d32; font-weight: 600; } .bad { color: #c62828; font-weight: 600; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 pre { background: #f6f8fa; padding: .6em; overflow-x: auto; }
@@ -190,7 +236,9 @@ def to_html(reports: Sequence[RunReport], timeline: bytes, phase_png: bytes) -> 
              f"<style>{_CSS}</style></head><body>",
              "<h1>dnsrace: the DynamoDB DNS race, as the lab recorded it</h1>",
              "<p>From the run folders alone: " + ", ".join(f"<code>{_e(r.run.path)}</code>"
-                                                          for r in reports) + ".</p>"]
+                                                          for r in reports) + ".</p>",
+             "<ul id=\"headlines\">" + "".join(f"<li><b>{_e(r.run.label)}</b>: {_e(headline(r))}"
+                                              "</li>" for r in reports) + "</ul>"]
     parts.append("<h2>Verdicts</h2><table id=\"verdicts\"><tr><th>figure</th>" + "".join(
         f"<th>{_e(r.run.label)}<br>safeguards {_e(r.run.safeguards)}</th>" for r in reports)
         + "</tr>")
@@ -211,7 +259,7 @@ def to_html(reports: Sequence[RunReport], timeline: bytes, phase_png: bytes) -> 
             if key in r.verdict.figures:
                 value = plain(r.verdict.figures[key])
                 cells.append(f'<td class="v" data-run="{_e(r.run.label)}" data-figure="{key}" '
-                             f'data-value="{_e(json.dumps(value))}">{_e(fmt(value))}</td>')
+                             f'data-value="{_e(json.dumps(value))}">{_e(fmt(value, key))}</td>')
             else:
                 cells.append("<td>-</td>")
         parts.append(f"<tr><td>{_e(label)}</td>{''.join(cells)}</tr>")
@@ -255,6 +303,7 @@ def to_markdown(reports: Sequence[RunReport], timeline_name: str, phases_name: s
     lines = ["## dnsrace: the DynamoDB DNS race, as the lab recorded it", "",
              "From the run folders alone: " + ", ".join(f"`{r.run.path}`" for r in reports)
              + ".", "",
+             *[f"- **{r.run.label}**: {headline(r)}" for r in reports], "",
              "| figure | " + " | ".join(f"{_md(r.run.label)} ({_md(r.run.safeguards)})"
                                          for r in reports) + " |",
              "| --- | " + " | ".join("---" for _ in reports) + " |",
@@ -263,7 +312,7 @@ def to_markdown(reports: Sequence[RunReport], timeline_name: str, phases_name: s
              "| recomputed verdict | " + " | ".join(_md(r.check.text) for r in reports) + " |"]
     for key, label in _shown(reports):
         lines.append(f"| {_md(label)} | " + " | ".join(
-            _md(fmt(plain(r.verdict.figures[key]))) if key in r.verdict.figures else "-"
+            _md(fmt(plain(r.verdict.figures[key]), key)) if key in r.verdict.figures else "-"
             for r in reports) + " |")
     lines.append("")
     for r in reports:
