@@ -84,7 +84,8 @@ def test_an_empty_answer_while_the_store_was_empty_is_the_controllers() -> None:
     run.revisions.insert(2, storelog.Revision(14.0, 10, (
         ("del", records.record_key(A, "a1"), None),)))
     run.revisions.insert(3, storelog.Revision(14.4, 11, (
-        ("put", records.record_key(A, "a1"), records.Record(host="10.0.0.1", ttl=5).encode().decode()),
+        ("put", records.record_key(A, "a1"),
+         records.Record(host="10.0.0.1", ttl=5).encode().decode()),
     )))
     run.answer(16.0, A, "NXDOMAIN")  # within one TTL of the window: CoreDNS's negative cache
     passed, reasons, figures = run.judge()
@@ -130,7 +131,7 @@ def test_a_marker_regression_in_the_store_fails() -> None:
     run = Run()
     run.revisions.append(storelog.Revision(25.0, 12, (_marker(R, 2),)))
     run.revisions.append(storelog.Revision(25.5, 13, (_marker(R, 3),)))
-    passed, reasons, figures = run.judge()
+    passed, _, figures = run.judge()
     assert not passed
     assert figures["steps"][0]["store_regressions"] == 1
 
@@ -165,7 +166,7 @@ def test_a_paused_component_that_died_fails() -> None:
 def test_a_plan_terminating_for_longer_than_the_limit_fails() -> None:
     run = Run()
     run.step["terminating"] = [["plan-0000000001", 12.5]]
-    passed, reasons, figures = run.judge()
+    passed, _, figures = run.judge()
     assert not passed
     assert figures["steps"][0]["stuck_terminating"] == ["plan-0000000001"]
 
