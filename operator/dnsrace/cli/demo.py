@@ -3,6 +3,7 @@ safeguards off and then on, and print both verdicts; exit 1 if either contradict
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from dnsrace import settings as settings_mod
 from dnsrace.cli import console
 from dnsrace.cli import scenario as scenario_cli
 from dnsrace.localplane import binaries, controlplane
+from dnsrace.report import write_report
 
 
 def _clients(f: dict[str, Any]) -> str:
@@ -51,6 +53,11 @@ def demo(
                     f"{v.figures.get('stale_regressions')} / {v.figures.get('store_regressions')}",
                     str(v.figures.get("blocked")), _clients(v.figures), v.run_dir]
                    for v in verdicts])
+    dirs = [Path(v.run_dir) for v in verdicts if (Path(v.run_dir) / "verdict.json").exists()]
+    if dirs:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = write_report(dirs, runs_dir / f"{stamp}-demo-report.html")
+        console.console.print(f"The report, both runs on one time axis: {out.resolve()}")
     console.console.print("Stop the local control plane with: make local-down")
     if not all(v.passed for v in verdicts):
         raise typer.Exit(1)
