@@ -191,3 +191,13 @@ def test_cli_writes_the_report_beside_a_single_run(runs: list[Path]) -> None:
     assert (runs[0] / "report-timeline.png").is_file()
     bad = CliRunner().invoke(app, ["report", str(runs[0]), "--format", "pdf"])
     assert bad.exit_code == 2
+
+
+def test_a_run_cut_short_still_gets_a_report(tmp_path: Path) -> None:
+    d = tmp_path / "cut"
+    d.mkdir()
+    shutil.copy(RUNS / "off" / "prober.jsonl", d / "prober.jsonl")
+    run = lanes.Run.load(d)
+    assert run.t_fault == 995.0  # no observed.json: the first probe is the origin
+    out = write_report([d], tmp_path / "cut.html")
+    assert "no verdict.json in the run folder" in out.read_text()

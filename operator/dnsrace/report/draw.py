@@ -186,7 +186,8 @@ def timeline(runs: Sequence[lanes_mod.Run],
     times = [t for _, lane in plotted for tr in lane.tracks for t in (*tr.t, *(
         tr.y if tr.kind == "spans" else ())) if math.isfinite(t)]
     lo, hi = (min(times, default=-10.0), max(times, default=10.0))
-    lo, hi = max(lo, -300.0) - 2, hi + 2
+    # A run's warm-up and tail can be long; the race is within minutes of the stall.
+    lo, hi = max(lo, -300.0) - 2, min(hi, 1800.0) + 2
     axes: list[Axes] = []
     for i, (run, lane) in enumerate(plotted):
         # Each lane gets its height plus a title band; the title sits in that band.
