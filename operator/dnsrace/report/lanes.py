@@ -81,7 +81,8 @@ class Run:
         record = verdicts.RunRecord.load(path)
         # A run cut short may have no observed.json: its first record is then the origin, so
         # the axis still reads in seconds rather than in seconds since 1970.
-        first = [x.t for x in (*record.probes[:1], *record.store[:1], *record.clients[:1])]
+        first = [*(p.t for p in record.probes[:1]), *(r.t for r in record.store[:1]),
+                 *(c.t for c in record.clients[:1])]
         t_fault = record.observed.get("t_fault", min(first, default=0.0))
         return cls(path=path, record=record, t_fault=float(t_fault),
                    regional=str(record.observed.get("regional", "")))
