@@ -201,3 +201,12 @@ def test_a_run_cut_short_still_gets_a_report(tmp_path: Path) -> None:
     assert run.t_fault == 995.0  # no observed.json: the first probe is the origin
     out = write_report([d], tmp_path / "cut.html")
     assert "no verdict.json in the run folder" in out.read_text()
+
+
+def test_headline_says_what_happened_in_one_sentence(runs: list[Path]) -> None:
+    off, on = render.build(runs)
+    assert render.headline(off) == (
+        "safeguards off: as expected; the regional records were removed 4.3 s after the stall; "
+        "CoreDNS answered NXDOMAIN/NODATA from 8 s for 15 s; the enactors were left blocked; "
+        "repair restored it in 3.2 s.")
+    assert "no endpoint emptied (0 empty answers, 0 marker regressions" in render.headline(on)
