@@ -38,16 +38,13 @@ from typing import IO, Any
 import aiobotocore.session
 import dns.asyncquery
 import dns.exception
-import dns.message
-import dns.rcode
-import dns.rdatatype
 import prometheus_client
 from aiobotocore.config import AioConfig
 from aiohttp.abc import AbstractResolver, ResolveResult
 from botocore import exceptions as boto_exc
 
 from dnsrace import settings as settings_mod
-from dnsrace.components import serving
+from dnsrace.components import ddbpath, serving
 from dnsrace.core import ddb
 from dnsrace.core.ddb import Outcome
 
@@ -97,26 +94,17 @@ class LabResolver(AbstractResolver):
         entry = self.cache.get(host, now)
         if entry is not None:
             return entry
-        request = dns.message.make_query(host.rstrip(".") + ".", dns.rdatatype.A)
         try:
-            response = await dns.asyncquery.udp(request, self.server, timeout=self.timeout,
-                                                port=self.port)
+            response = await dns.asyncquery.udp(ddbpath.query(host), self.server,
+                                                timeout=self.timeout, port=self.port)
         except (dns.exception.Timeout, OSError) as exc:
             LOOKUPS.labels("TIMEOUT").inc()
             raise ddb.DnsFailure(host, "TIMEOUT") from exc
-        rcode = dns.rcode.to_text(response.rcode())
-        if rcode in ("NXDOMAIN", "SERVFAIL", "REFUSED"):
-            LOOKUPS.labels(rcode).inc()
-            raise ddb.DnsFailure(host, rcode)
-        addresses: list[str] = []
-        ttl: float = self.cache.max_ttl
-        for rrset in response.answer:
-            if rrset.rdtype == dns.rdatatype.A:
-                ttl = min(ttl, float(rrset.ttl))
-                addresses.extend(rdata.address for rdata in rrset)
-        if not addresses:
-            LOOKUPS.labels("NODATA").inc()
-            raise ddb.DnsFailure(host, "NODATA")
+        try:
+            addresses, ttl = ddbpath.answer(host, response, self.cache.max_ttl)
+        except ddb.DnsFailure as exc:
+            LOOKUPS.labels(exc.failure).inc()
+            raise
         LOOKUPS.labels("NOERROR").inc()
         return self.cache.put(host, addresses, ttl, self.clock())
 
