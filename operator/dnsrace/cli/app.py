@@ -6,7 +6,7 @@ import signal
 
 import typer
 
-from dnsrace.cli import bench, check, components, demo, local, report, scenario, setup
+from dnsrace.cli import bench, cascade, check, components, demo, local, report, scenario, setup
 
 app = typer.Typer(
     help="dnsrace: reproduce the DynamoDB DNS Planner/Enactor race on a real Kubernetes API "
@@ -27,6 +27,7 @@ app.add_typer(scenario.app, name="scenario")
 app.command("bench")(bench.bench_cmd)
 app.command("check")(check.check_cmd)
 app.command("report")(report.report_cmd)
+app.add_typer(cascade.dwfm_app, name="dwfm")
 
 
 def main() -> None:
