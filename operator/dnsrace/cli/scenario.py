@@ -14,7 +14,9 @@ from dnsrace import settings as settings_mod
 from dnsrace.cli import console
 from dnsrace.components.scenarios import chaos as chaos_run
 from dnsrace.components.scenarios import race
+from dnsrace.components.scenarios import replay as replay_run
 from dnsrace.core import chaos, verdicts
+from dnsrace.core import replay as replay_core
 from dnsrace.core.safeguards import Safeguards
 
 app = typer.Typer(help="Scenarios: start the lab, inject faults, observe, judge.",
@@ -101,13 +103,20 @@ def print_chaos(v: verdicts.Verdict) -> None:
 
 
 def print_any(v: verdicts.Verdict) -> None:
-    (print_chaos if "steps" in v.figures else print_verdict)(v)
+    if "steps" in v.figures:
+        print_chaos(v)
+    elif "trace_final" in v.figures:
+        print_replay(v)
+    else:
+        print_verdict(v)
 
 
 def judge_dir(run_dir: Path) -> verdicts.Verdict:
     record = verdicts.RunRecord.load(run_dir)
     if record.observed.get("scenario") == "chaos":
         return chaos.judge_record(record, str(run_dir))
+    if record.observed.get("scenario") == "replay":
+        return replay_run.judge(record.observed, str(run_dir))
     return verdicts.judge(record, str(run_dir))
 
 
@@ -116,7 +125,8 @@ def _failed_run(safeguards: str, run_dir: Path, exc: Exception) -> verdicts.Verd
     # gone for longer than the runner waits) counts as not as expected; the series goes on.
     return verdicts.Verdict(
         safeguards=safeguards, expected="a run", passed=False,
-        reasons=[f"the run could not be carried out: {exc!r}"], figures={},
+        reasons=[f"the run could not be carried out: {type(exc).__name__}: "
+                 f"{str(exc).strip()[:800] or repr(exc)}"], figures={},
         run_dir=str(run_dir))
 
 
@@ -137,6 +147,49 @@ def run_chaos(safeguards: str, repeat: int, runs_dir: Path, faults: list[str],
         print_any(verdict)
         judged.append(verdict)
     return judged
+
+
+def run_replay(trace_path: Path, prop: str | None, repeat: int,
+               runs_dir: Path) -> list[verdicts.Verdict]:
+    cfg = settings_mod.Settings.from_env()
+    try:
+        trace = json.loads(trace_path.read_text())
+        schedule = replay_core.compile_trace(trace, prop)
+    except (OSError, ValueError) as exc:  # TraceError and JSON errors are ValueErrors
+        console.fail(f"{trace_path}: {exc}", code=2)
+    judged: list[verdicts.Verdict] = []
+    for i in range(repeat):
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = runs_dir / f"{stamp}-replay-{schedule.prop}-{i + 1}"
+        console.progress(f"run {i + 1}/{repeat}: replay of the {schedule.prop} trace "
+                         f"({len(schedule.actions)} actions) -> {run_dir}")
+        try:
+            verdict = asyncio.run(replay_run.run_replay(
+                cfg, trace, replay_run.ReplayParams(prop=schedule.prop), run_dir,
+                console.progress))
+        except Exception as exc:
+            verdict = _failed_run(schedule.safeguards, run_dir, exc)
+        print_replay(verdict)
+        judged.append(verdict)
+    return judged
+
+
+def print_replay(v: verdicts.Verdict) -> None:
+    colour = "green" if v.passed else "red"
+    console.console.print(
+        f"\n[bold]replay, safeguards {v.safeguards}[/bold]: "
+        f"[{colour}]{'as expected' if v.passed else 'NOT as expected'}[/{colour}] "
+        f"({v.expected})")
+    final = v.figures.get("trace_final", {})
+    console.table(f"endpoints at the end ({v.run_dir})", [
+        "endpoint", "trace: plan, addresses", "DNS etcd: plan, addresses", "plan exists",
+        "through CoreDNS"], [
+        [name, f"{final.get(name, ['-', '-'])[0]}, {final.get(name, ['-', '-'])[1]}",
+         f"{e['serial']}, {e['addresses']}", str(e["plan_exists"]),
+         f"{e['dns']['rcode']} {', '.join(e['dns']['addresses'])}"]
+        for name, e in sorted(v.figures.get("end", {}).items())])
+    for reason in v.reasons:
+        console.console.print(f"[red]- {reason}[/red]")
 
 
 def run_race(safeguards: str, repeat: int, runs_dir: Path,
@@ -162,7 +215,11 @@ def run_race(safeguards: str, repeat: int, runs_dir: Path,
 def run(
     name: Annotated[str, typer.Argument(
         help="race: the incident's faults; chaos: kill, pause and restart each component "
-        "and part of the control plane, one at a time")],
+        "and part of the control plane, one at a time; replay: a `dnsrace check -o json` "
+        "counterexample on the real enactors")],
+    trace: Annotated[Path | None, typer.Argument(
+        help="replay: the `dnsrace check -o json` report", exists=True,
+        dir_okay=False)] = None,
     safeguards: Annotated[str | None, typer.Option(
         help="off, on (fencing, protect-active, no-empty, self-heal, serve-stale), or a comma "
         "list of those and single-writer [default: off for race, on for chaos]")] = None,
@@ -175,10 +232,21 @@ def run(
         "restart:kube-apiserver|dns-etcd|coredns); repeat it; default: the whole matrix")] = None,
     pause: Annotated[float, typer.Option(
         min=1, help="chaos: seconds a paused component stays stopped")] = 10.0,
+    prop: Annotated[str | None, typer.Option(
+        "--property", help="replay: the counterexample to replay (default: never-empty, "
+        "else the report's first)")] = None,
 ) -> None:
     """Run a scenario; exit 1 when what was observed contradicts the expectation."""
-    if name not in ("race", "chaos"):
-        console.fail(f"unknown scenario {name!r}: available: race, chaos", code=2)
+    if name not in ("race", "chaos", "replay"):
+        console.fail(f"unknown scenario {name!r}: available: race, chaos, replay", code=2)
+    if (name == "replay") != (trace is not None):
+        console.fail("replay takes a trace (dnsrace check -o json > trace.json), and only "
+                     "replay does", code=2)
+    if name == "replay":
+        assert trace is not None
+        judged = run_replay(trace, prop, repeat, runs_dir)
+        _sum_up(judged)
+        return
     sg = safeguards or ("on" if name == "chaos" else "off")
     try:
         Safeguards.parse(sg)
@@ -190,6 +258,10 @@ def run(
         console.fail("--fault belongs to the chaos scenario", code=2)
     judged = (run_chaos(sg, repeat, runs_dir, fault or [], pause) if name == "chaos"
               else run_race(sg, repeat, runs_dir, stall))
+    _sum_up(judged)
+
+
+def _sum_up(judged: list[verdicts.Verdict]) -> None:
     passed = sum(v.passed for v in judged)
     console.console.print(f"\n{passed}/{len(judged)} runs as expected")
     if passed != len(judged):
@@ -213,7 +285,7 @@ def judge(
     if rows:
         console.table("chaos series", list(rows[0]), [[str(x) for x in r.values()]
                                                       for r in rows])
-    races = [v for v in judged if "steps" not in v.figures]
+    races = [v for v in judged if "steps" not in v.figures and "trace_final" not in v.figures]
     if len(races) > 1:
         console.table("series", ["figure", "value"], [
             [k, v] for k, v in verdicts.series(races).items()])

@@ -168,6 +168,7 @@ class EnactorController:
         """The finalizer: remove the plan's records where it is active, then let it go.
         False while protect-active keeps the plan (it is still active somewhere)."""
         plan = self.plan_store.parse(body)
+        await self.faults.hook("finalize", None)
         try:
             removed = await self.core.remove_plan_records(plan)
         except enacting.StillActive as exc:

@@ -2,10 +2,11 @@
 
 Every component registers ``FaultTable.observe`` on its kopf registry and passes ``hook`` to
 the code that has injection points (``core.enacting`` calls ``hook(step, endpoint)``). A delay
-Fault sleeps at its step; pause stops this process with SIGSTOP and has a detached ``sleep; kill
--CONT`` resume it; kill ends the process with SIGKILL. Each injection is reported in the Fault's
-status; deleting the Fault stops it at once. Process faults run once (status.injected guards a
-restarted process from killing itself again).
+Fault sleeps at its step; hold waits at its step until the Fault is deleted (a breakpoint, for
+``dnsrace scenario run replay``); pause stops this process with SIGSTOP and has a detached
+``sleep; kill -CONT`` resume it; kill ends the process with SIGKILL. Each injection is reported
+in the Fault's status; deleting the Fault stops it at once. Process faults run once
+(status.injected guards a restarted process from killing itself again).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from dnsrace.kube import reporting
 
 log = logging.getLogger(__name__)
 
+HOLD_LIMIT = 300.0
+"""Seconds a hold Fault without durationSeconds holds at most."""
 STATUS_INTERVAL = 1.0
 """Seconds between two status writes of one Fault; the last state is always written."""
 
@@ -47,8 +50,14 @@ class ActiveFault:
     endpoints: frozenset[str]
     count: int | None
     duration: float | None
+    skip: int = 0
+    """Times the step passes before the fault acts (a replay's hold after a hook the trace
+    lets the process pass)."""
+    passes: int = 0
     injected: int = 0
     first: float | None = None
+    released: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    """Set when the Fault is deleted: a hold ends."""
 
     def live(self) -> bool:
         if self.count is not None and self.injected >= self.count:
@@ -57,7 +66,7 @@ class ActiveFault:
                     and time.monotonic() - self.first > self.duration)
 
     def matches(self, step: str, endpoint: str | None) -> bool:
-        if self.action != "delay" or self.step != step or not self.live():
+        if self.action not in ("delay", "hold") or self.step != step or not self.live():
             return False
         return not self.endpoints or endpoint in self.endpoints
 
@@ -87,7 +96,9 @@ class FaultTable:
         if spec.get("target") != self.component:
             return
         if event_type == "DELETED" or body["metadata"].get("deletionTimestamp"):
-            if self.faults.pop(name, None) is not None:
+            gone = self.faults.pop(name, None)
+            if gone is not None:
+                gone.released.set()
                 log.info("fault %s removed", name)
             return
         status = body.get("status") or {}
@@ -98,13 +109,16 @@ class FaultTable:
             jitter=float(spec.get("jitterSeconds", 0)),
             endpoints=frozenset(spec.get("endpoints") or ()),
             count=spec.get("count"), duration=spec.get("durationSeconds"),
+            skip=int(spec.get("skip", 0)), passes=known.passes if known else 0,
             injected=known.injected if known else int(status.get("injected", 0)),
             first=known.first if known else None,
+            released=known.released if known else asyncio.Event(),
         )
         self.faults[name] = fault
         if known is None:
             log.info("fault %s active: %s", name, spec)
-            self._report(fault, phase="Active" if fault.action == "delay" else "Pending")
+            self._report(fault, phase="Active" if fault.action in ("delay", "hold")
+                         else "Pending")
         if fault.action in ("pause", "kill") and fault.injected == 0:
             await self._process_fault(fault)
 
@@ -113,11 +127,23 @@ class FaultTable:
         for fault in list(self.faults.values()):
             if not fault.matches(step, endpoint):
                 continue
+            fault.passes += 1
+            if fault.passes <= fault.skip:
+                continue
             fault.injected += 1
             if fault.first is None:
                 fault.first = time.monotonic()
             INJECTED.labels(self.component, "delay", step).inc()
             self._report(fault, phase="Active" if fault.live() else "Done")
+            if fault.action == "hold":
+                log.info("fault %s: holding at %s%s until the Fault is deleted", fault.name,
+                         step, f" ({endpoint})" if endpoint else "")
+                limit = fault.duration if fault.duration is not None else HOLD_LIMIT
+                try:
+                    await asyncio.wait_for(fault.released.wait(), timeout=limit)
+                except TimeoutError:
+                    log.warning("fault %s: held %.0fs; going on", fault.name, limit)
+                continue
             await asyncio.sleep(fault.sample())
 
     async def _process_fault(self, fault: ActiveFault) -> None:

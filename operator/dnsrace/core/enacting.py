@@ -292,12 +292,16 @@ class Enactor:
             current = await self.plans.get(plan.serial)
             if current is None or current.terminating:
                 raise PlanGone(f"plan {plan.serial} was deleted while {self.name} applied it")
+            # Between the check and the write: where the published race's enactor was slow.
+            await self.hook("endpoint-read", endpoint.name)
             state = await self.records.read(endpoint.name)
             try:
                 # A heal inside _change_for writes too; its refusal is retried like any other.
                 change = await self._change_for(plan, endpoint, state)
                 if isinstance(change, Outcome):
                     return dataclasses.replace(change, attempts=attempt)
+                # The change is decided; sending it is the slow call (Route 53's).
+                await self.hook("endpoint-change", endpoint.name)
                 await self.records.apply(change)
                 return Outcome(endpoint.name, Result.APPLIED, attempts=attempt)
             except stores.ChangeRejected as exc:

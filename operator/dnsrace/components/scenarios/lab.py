@@ -424,7 +424,7 @@ class Lab:
             spec["jitterSeconds"] = round(jitter, 3)
         if endpoints:
             spec["endpoints"] = endpoints
-        await self._create_fault(name, spec)
+        await self.create_fault_spec(name, spec)
 
     async def create_process_fault(self, name: str, target: str, action: str,
                                    duration: float | None = None) -> None:
@@ -432,9 +432,9 @@ class Lab:
         spec: dict[str, Any] = {"target": target, "action": action}
         if duration is not None:
             spec["durationSeconds"] = round(duration, 3)
-        await self._create_fault(name, spec)
+        await self.create_fault_spec(name, spec)
 
-    async def _create_fault(self, name: str, spec: dict[str, Any]) -> None:
+    async def create_fault_spec(self, name: str, spec: dict[str, Any]) -> None:
         co = client.CustomObjectsApi(self.api)
 
         async def create() -> None:
