@@ -36,9 +36,14 @@ BAD = {
     "unknown step": (fault(step="teleport"), "spec.step", "Unsupported value"),
     "negative delay": (fault(delaySeconds=-2), "spec.delaySeconds",
                        "greater than or equal to 0"),
-    "delay without step": (fault(step=None), "spec", "a delay fault needs a step"),
+    "delay without step": (fault(step=None), "spec", "a delay or hold fault needs a step"),
     "endpoints on another step": (fault(step="clean-up", endpoints=["a.sim.internal"]),
-                                  "spec", "endpoints only apply to the endpoint-write step"),
+                                  "spec", "endpoints only apply to the endpoint-write, "
+                                  "endpoint-read and endpoint-change steps"),
+    "hold without step": (fault(action="hold", step=None, delaySeconds=None), "spec",
+                          "a delay or hold fault needs a step"),
+    "negative skip": (fault(action="hold", step="finalize", delaySeconds=None, skip=-1),
+                      "spec.skip", "greater than or equal to 0"),
     "unknown action": (fault(action="explode"), "spec.action", "Unsupported value"),
 }
 
@@ -62,3 +67,11 @@ async def test_good_fault_is_accepted(api: client.ApiClient) -> None:
     created = await client.CustomObjectsApi(api).create_namespaced_custom_object(
         "dnsrace.io", "v1alpha1", NS, "faults", body)
     assert created["spec"]["count"] == 3
+
+
+async def test_a_hold_at_an_endpoint_with_a_skip_is_accepted(api: client.ApiClient) -> None:
+    body = fault(action="hold", step="endpoint-change", delaySeconds=None, skip=2, count=1,
+                 endpoints=["dynamodb.us-east-1.sim.internal"])
+    created = await client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "dnsrace.io", "v1alpha1", NS, "faults", body)
+    assert (created["spec"]["action"], created["spec"]["skip"]) == ("hold", 2)
