@@ -271,11 +271,15 @@ class Runner:
     async def start(self, stop: asyncio.Event) -> bool:
         """Reach DynamoDB (retrying every ``start_retry`` s) and build the core; False when
         ``stop`` came first."""
+        waiting = False
         while not stop.is_set():
             try:
                 self.core = await self.on_core(self._open)
             except dwfm.StoreUnavailable as exc:
-                log.info("DynamoDB not reachable yet (%s); trying again", exc)
+                if not waiting:  # one line; the store logs when DynamoDB answers again
+                    log.info("waiting for DynamoDB (%s), trying every %.1f s", exc,
+                             self.options.start_retry)
+                    waiting = True
             else:
                 return True
             with contextlib.suppress(TimeoutError):
