@@ -36,8 +36,9 @@ async def test_every_fault_of_the_matrix_is_ridden_out(cluster: Cluster,
         assert row["stale_regressions"] == row["store_regressions"] == 0, fault
         assert row["converged_after"] is not None, fault
         assert row["converged_after"] <= 10, fault
-    # The runner rode out the API server's restart and said so.
-    assert verdict.figures["outages"] >= 1
+    # The runner kept calling through the restarts of the API server and the DNS etcd, rode
+    # the outages out and recorded them.
+    assert verdict.figures["outages"] >= 2
     killed = [f.split(":", 1)[1] for f in steps if f.startswith("kill:")]
     assert all(steps[f"kill:{n}"]["back_after"] is not None for n in killed)
     assert verdict.figures["final"]["converged"]

@@ -160,6 +160,7 @@ def judge(observed: dict[str, Any], probes: list[observations.Observation],
         conv = _converged_at(revisions, zone, scope, endpoints, step.newest_at_end, step.t_end)
         converge = None if conv is None else round(conv - step.t_end, 2)
         exits = [r for r in restarts if lo <= float(r["t"]) < hi]
+        waited = [o for o in observed.get("outages", []) if lo <= float(o["start"]) < hi]
         own = [r for r in exits if r["component"] == step.target]
         others = sorted({r["component"] for r in exits if r["component"] != step.target})
         back: float | None
@@ -185,6 +186,7 @@ def judge(observed: dict[str, Any], probes: list[observations.Observation],
             "stale_regressions": len(stale), "store_regressions": len(store_reg),
             "converged_after": converge, "back_after": back,
             "other_restarts": others, "stuck_terminating": stuck,
+            "runner_waited": round(sum(float(o["end"]) - float(o["start"]) for o in waited), 2),
         }
         rows.append(row)
         if regional_empty:

@@ -12,6 +12,7 @@ answers and the DNS store's transactions; nothing here decides a step's outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -144,6 +145,13 @@ async def run_chaos(cfg: settings_mod.Settings, params: ChaosParams, run_dir: Pa
     return verdict
 
 
+async def _keep_asking(lab: Lab, done: asyncio.Event) -> None:
+    while not done.is_set():
+        await lab.newest_serial()
+        await lab.markers()
+        await asyncio.sleep(0.5)
+
+
 def _port(lab: Lab, name: str) -> int:
     """The metrics and health port ``Lab.start_components`` gave the component."""
     if name == "planner":
@@ -210,13 +218,27 @@ async def _step(lab: Lab, plane: controlplane.LocalPlane | None, params: ChaosPa
         t_end = time.time()
     else:
         assert plane is not None
-        step["t_down"] = time.time()
-        await asyncio.to_thread(plane.procs.stop, target, params.stop_grace)
-        lab.mark("stopped", part=target, after=round(time.time() - step["t_down"], 2))
-        await asyncio.to_thread(plane.start_component, target)
-        t_end = step["t_up"] = lab.mark("healthy again", part=target)
+        # The runner keeps asking the API server and the DNS etcd meanwhile, as it does
+        # throughout a run: its calls must ride the outage out (``Lab.call``, ``outages``).
+        done = asyncio.Event()
+        asking = asyncio.create_task(_keep_asking(lab, done))
+        try:
+            step["t_down"] = time.time()
+            await asyncio.to_thread(plane.procs.stop, target, params.stop_grace)
+            lab.mark("stopped", part=target, after=round(time.time() - step["t_down"], 2))
+            await asyncio.to_thread(plane.start_component, target)
+            t_end = step["t_up"] = lab.mark("healthy again", part=target)
+        finally:
+            # Let the call under way finish (and record the outage it waited out).
+            done.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asking, 30)
     step["t_end"] = t_end
-    newest = await lab.newest_serial()
+    # The newest plan when the fault ended, from the runner's watch (a call now could already
+    # see a plan made after the fault).
+    await lab.newest_serial()  # the watch has caught up by the time a list answers
+    newest = max((s for s, t in lab.lifecycle.items() if t.get("seen", t_end + 1) <= t_end),
+                 default=0)
     step["newest_at_end"] = newest
 
     async def recovered() -> bool:
