@@ -1,11 +1,8 @@
 """``dnsrace dwfm`` against a real DynamoDB Local (its own, on port 18390): a small fleet takes
 its leases, loses them when DynamoDB goes away (the store really gone, nothing flagged), and
 re-establishes them through the queue when DynamoDB comes back empty (an in-memory DynamoDB
-Local restarted has no table); and the same through DNS, with a DNS responder of the test's own
-on 18391 whose answer empties (NXDOMAIN) and comes back. The lab's CoreDNS and its records are
-the scenario's to test.
-
-Needs DynamoDB Local fetched (``make setup``); touches no shared port of the local plane.
+Local restarted has no table); and the same through the lab's real CoreDNS and DNS etcd, with a
+record of the test's own removed (NXDOMAIN) and put back.
 """
 
 from __future__ import annotations
@@ -13,25 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import dns.message
-import dns.rcode
-import dns.rrset
 import pytest
 
 from dnsrace import settings as settings_mod
 from dnsrace.components import dwfm, leasestore
 from dnsrace.core import dwfm as core
+from dnsrace.core import records
+from dnsrace.dnsstore import etcd as etcd_store
 from dnsrace.localplane import binaries, dynamodb
+from tests.conftest import Cluster
 
 PORT = 18390
-DNS_PORT = 18391
 NAME = "dynamodb.us-east-1.sim.internal"
 FLEET = core.DwfmParams(droplets=50, check_interval=1.0, lease_ttl=3.0, workers=4,
                         service_time=0.05, deadline=3.0)
@@ -61,50 +55,13 @@ async def _until(out: Path, what: str, test: Any, timeout: float) -> tuple[dict[
     raise AssertionError(f"not within {timeout} s: {what}; last figures {_last(out)}")
 
 
-@contextlib.contextmanager
-def dns_responder(answer: dict[str, str | None]) -> Iterator[list[str]]:
-    """A UDP DNS server on DNS_PORT answering A queries with ``answer["address"]`` (TTL 1 s;
-    None: NXDOMAIN, as CoreDNS answers for a name without records); yields the rcodes sent."""
-    sent: list[str] = []
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", DNS_PORT))
-    sock.settimeout(0.1)
-    done = threading.Event()
-
-    def serve() -> None:
-        while not done.is_set():
-            try:
-                data, peer = sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            query = dns.message.from_wire(data)
-            response = dns.message.make_response(query)
-            address = answer["address"]
-            if address is None:
-                response.set_rcode(dns.rcode.NXDOMAIN)
-            else:
-                response.answer.append(
-                    dns.rrset.from_text(query.question[0].name, 1, "IN", "A", address))
-            sent.append(dns.rcode.to_text(response.rcode()))
-            sock.sendto(response.to_wire(), peer)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield sent
-    finally:
-        done.set()
-        thread.join()
-        sock.close()
-
-
 @contextlib.asynccontextmanager
 async def _backend(log: Path) -> AsyncIterator[dynamodb.Backend]:
     cfg = settings_mod.Settings.from_env()
     try:
         dynamodb.locate(cfg)
     except binaries.SetupError as exc:
-        pytest.skip(str(exc))
+        pytest.fail(f"{exc} (make setup fetches it)")
     backend = await dynamodb.start(cfg, log, port=PORT)
     print(f"DynamoDB Local answered {backend.started_in:.2f} s after launch")
     try:
@@ -113,35 +70,41 @@ async def _backend(log: Path) -> AsyncIterator[dynamodb.Backend]:
         await backend.stop()
 
 
-async def test_an_empty_regional_record_expires_the_leases(tmp_path: Path) -> None:
-    answer: dict[str, str | None] = {"address": "127.0.0.1"}
+async def test_an_empty_record_expires_the_leases(tmp_path: Path, cluster: Cluster,
+                                                  dns_store: etcd_store.EtcdRecordStore) -> None:
+    """Through the lab's real CoreDNS and DNS etcd: a name of this test's own (not the lab's
+    regional endpoint, which scenarios reset) whose records are removed and put back."""
+    name = f"dwfm-test.{cluster.cfg.dns.zone}"
+    key = records.record_key(name, "a1")
+    record = records.Record(host="127.0.0.1", ttl=1).encode()
     out = tmp_path / "dwfm.jsonl"
+    await dns_store.delete_prefix(records.record_prefix(name))
+    await dns_store.put_raw(key, record)
     async with _backend(tmp_path / "dynamodb-local.log"):
-        with dns_responder(answer) as sent:
-            store = leasestore.DynamoLeaseStore(endpoint=NAME, port=PORT, dns_server="127.0.0.1",
-                                                dns_port=DNS_PORT, timeout=1.0)
-            options = dwfm.Options(params=FLEET, out=out, tick=0.02, record_every=0.1)
-            stop = asyncio.Event()
-            task = asyncio.create_task(dwfm.run(options, store, stop))
-            try:
-                await _until(out, "every lease valid", lambda b: b["leases_valid"] == 50, 15.0)
-                assert store.target == f"http://127.0.0.1:{PORT}"
-                answer["address"] = None  # the record is gone: NXDOMAIN
-                line, waited = await _until(out, "every lease expired",
-                                            lambda b: b["leases_valid"] == 0, 10.0)
-                print(f"NXDOMAIN: every lease expired {waited:.2f} s after the record emptied")
-                assert store.outcomes["dns"] > 0
-                assert line["store_unavailable"] > 0
-                answer["address"] = "127.0.0.1"
-                line, waited = await _until(out, "every lease back",
-                                            lambda b: b["leases_valid"] == 50, 15.0)
-                print(f"every lease re-established {waited:.2f} s after the record came back")
-                assert line["useful"] >= 50  # through the queue: the leases had expired
-                assert "NXDOMAIN" in sent
-                assert sent.count("NOERROR") >= 2  # resolved again as each answer ran out
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, 15.0)
+        store = leasestore.DynamoLeaseStore(
+            endpoint=name, port=PORT, dns_server=cluster.cfg.dns.server_host,
+            dns_port=cluster.cfg.dns.server_port, timeout=1.0)
+        options = dwfm.Options(params=FLEET, out=out, tick=0.02, record_every=0.1)
+        stop = asyncio.Event()
+        task = asyncio.create_task(dwfm.run(options, store, stop))
+        try:
+            await _until(out, "every lease valid", lambda b: b["leases_valid"] == 50, 15.0)
+            assert store.target == f"http://127.0.0.1:{PORT}"
+            await dns_store.delete_prefix(records.record_prefix(name))  # CoreDNS: NXDOMAIN
+            line, waited = await _until(out, "every lease expired",
+                                        lambda b: b["leases_valid"] == 0, 15.0)
+            print(f"NXDOMAIN: every lease expired {waited:.2f} s after the record was removed")
+            assert store.outcomes["dns"] > 0
+            assert line["store_unavailable"] > 0
+            await dns_store.put_raw(key, record)
+            line, waited = await _until(out, "every lease back",
+                                        lambda b: b["leases_valid"] == 50, 20.0)
+            print(f"every lease re-established {waited:.2f} s after the record came back")
+            assert line["useful"] >= 50  # through the queue: the leases had expired
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15.0)
+            await dns_store.delete_prefix(records.record_prefix(name))
 
 
 async def test_leases_held_lost_with_dynamodb_and_re_established_after(tmp_path: Path) -> None:
@@ -149,7 +112,7 @@ async def test_leases_held_lost_with_dynamodb_and_re_established_after(tmp_path:
     try:
         dynamodb.locate(cfg)
     except binaries.SetupError as exc:
-        pytest.skip(str(exc))
+        pytest.fail(f"{exc} (make setup fetches it)")
     log = tmp_path / "dynamodb-local.log"
     backend = await dynamodb.start(cfg, log, port=PORT)
     print(f"DynamoDB Local answered {backend.started_in:.2f} s after launch")
