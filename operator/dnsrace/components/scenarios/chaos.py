@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dnsrace import settings as settings_mod
-from dnsrace.components.scenarios.lab import Lab, LabParams, Report, dns_query, wait_until
+from dnsrace.components.scenarios.lab import Lab, LabParams, Report, wait_until
 from dnsrace.core import chaos, plans, verdicts
 from dnsrace.core.safeguards import Safeguards
 from dnsrace.localplane import controlplane
@@ -77,17 +77,8 @@ async def run_chaos(cfg: settings_mod.Settings, params: ChaosParams, run_dir: Pa
         await lab.start_components(PORT, [])
         lab.mark("components started", enactors=list(cfg.lab.enactors))
 
-        async def regional_answers() -> bool:
-            rcode, addrs = await dns_query(cfg, lab.regional)
-            return rcode == "NOERROR" and bool(addrs)
-
-        if not await wait_until(regional_answers, 60):
-            raise RuntimeError("the regional endpoint never answered during warm-up; "
-                               f"see logs in {run_dir}/logs")
-        for name in cfg.lab.enactors:
-            await lab.create_fault(f"{name}-slow-writes", name, params.write_delay)
-            await lab.create_fault(f"{name}-slow-cleanup", name, params.cleanup_delay,
-                                   step="clean-up")
+        await lab.regional_answering()
+        await lab.slow_down(params.write_delay, params.cleanup_delay)
         lab.mark("slow writes and clean-up injected", write_delay=params.write_delay,
                  cleanup_delay=params.cleanup_delay)
         await asyncio.sleep(params.warmup)

@@ -232,6 +232,25 @@ class Lab:
                          "--rate", str(self.params.probe_rate), port=port + 5)
         await self.start("planner", "planner", port=port)
 
+    async def regional_answering(self, timeout: float = 60) -> None:
+        """Wait until CoreDNS answers the regional endpoint with addresses (the warm-up)."""
+
+        async def answers() -> bool:
+            rcode, addrs = await dns_query(self.cfg, self.regional)
+            return rcode == "NOERROR" and bool(addrs)
+
+        if not await wait_until(answers, timeout):
+            raise RuntimeError("the regional endpoint never answered during warm-up; "
+                               f"see logs in {self.run_dir}/logs")
+
+    async def slow_down(self, write_delay: float, cleanup_delay: float) -> None:
+        """Every enactor's endpoint writes and clean-up get slow (delay Faults), as Route 53
+        changes and a clean-up through many plans are."""
+        for name in self.cfg.lab.enactors:
+            await self.create_fault(f"{name}-slow-writes", name, write_delay)
+            await self.create_fault(f"{name}-slow-cleanup", name, cleanup_delay,
+                                    step="clean-up")
+
     async def _supervise(self) -> None:
         """Restart components that exit (a crash, a kill Fault, an outside kill -9)."""
         while True:

@@ -129,13 +129,7 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
                             "--rate", str(params.client_rate), port=port + 6)
         lab.mark("components started", enactors=list(cfg.lab.enactors))
 
-        async def regional_answers() -> bool:
-            rcode, addrs = await dns_query(cfg, lab.regional)
-            return rcode == "NOERROR" and bool(addrs)
-
-        if not await wait_until(regional_answers, 60):
-            raise RuntimeError("the regional endpoint never answered during warm-up; "
-                               f"see logs in {run_dir}/logs")
+        await lab.regional_answering()
         if lab.backend is not None:
 
             async def clients_succeed() -> bool:
@@ -152,10 +146,7 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         # enactor-a's plan is after a given stall.
         lab.mark("slow writes and clean-up injected", write_delay=params.write_delay,
                  cleanup_delay=params.cleanup_delay)
-        for name in cfg.lab.enactors:
-            await lab.create_fault(f"{name}-slow-writes", name, params.write_delay)
-            await lab.create_fault(f"{name}-slow-cleanup", name, params.cleanup_delay,
-                                   step="clean-up")
+        await lab.slow_down(params.write_delay, params.cleanup_delay)
         await asyncio.sleep(2)
         s0, c0, t0 = await lab.newest_serial(), await lab.cycles(port + 2), time.monotonic()
         w0 = time.time()
