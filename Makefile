@@ -19,11 +19,11 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-python setup-binaries setup-browser lint test test-unit local-up local-down \
-        local-status demo bench clean
+.PHONY: help setup setup-python setup-binaries setup-browser setup-prometheus lint test test-unit \
+        local-up local-down local-status demo bench clean
 
 help: ## Show the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(UV):
 	@echo "setup: installing uv $(UV_VERSION) into $(UV_DIR)"
@@ -39,7 +39,10 @@ setup-binaries: setup-python ## Build or reuse kube-apiserver, kube-controller-m
 setup-browser: setup-python ## Install headless Chromium and chromedriver with apt if missing (the report's browser test)
 	@$(DNSRACE) setup browser
 
-setup: setup-binaries ## Everything: Python env and pinned binaries (cached outside the clone)
+setup-prometheus: setup-python ## Install Debian's Prometheus with apt if missing (the lab scrapes its components)
+	@$(DNSRACE) setup prometheus
+
+setup: setup-binaries setup-prometheus ## Everything: Python env, pinned binaries (cached outside the clone), Prometheus
 
 lint: setup-python ## ruff, mypy (strict) and the import layering contracts
 	$(VENV)/bin/ruff check operator tests

@@ -1,5 +1,6 @@
 """``dnsrace setup``: build the pinned binaries into the cache, or report that they are there;
-``dnsrace setup browser``: install headless Chromium for the report's browser test."""
+``dnsrace setup browser``: install headless Chromium for the report's browser test;
+``dnsrace setup prometheus``: install Debian's Prometheus for the lab's own scraping."""
 
 from __future__ import annotations
 
@@ -10,19 +11,22 @@ import typer
 
 from dnsrace import settings as settings_mod
 from dnsrace.cli import console
-from dnsrace.localplane import binaries, browser, dynamodb
+from dnsrace.localplane import binaries, browser, dynamodb, prometheus
 
-STEPS = ("binaries", "browser")
+STEPS = ("binaries", "browser", "prometheus")
 
 
 def setup(
     steps: Annotated[list[str] | None, typer.Argument(
         help="binaries (the default: the pinned binaries and DynamoDB Local) and/or browser "
-        "(Chromium and chromedriver from Debian, for the report's browser test)")] = None,
+        "(Chromium and chromedriver from Debian, for the report's browser test) and/or "
+        "prometheus (Debian's Prometheus server, which the lab runs to scrape its "
+        "components)")] = None,
 ) -> None:
     """Build (or reuse) kube-apiserver, kube-controller-manager, kubectl, etcd and CoreDNS,
     pinned by version, and fetch DynamoDB Local, in the cache folder ($DNSRACE_CACHE_DIR, else
-    $XDG_CACHE_HOME/dnsrace); with ``browser``, install headless Chromium if missing."""
+    $XDG_CACHE_HOME/dnsrace); with ``browser``, install headless Chromium if missing; with
+    ``prometheus``, install Debian's Prometheus if missing."""
     chosen = steps or ["binaries"]
     unknown = sorted(set(chosen) - set(STEPS))
     if unknown:
@@ -40,6 +44,8 @@ def setup(
         if "browser" in chosen:
             chrome = browser.ensure(console.progress)
             found |= {"chromium": chrome.chromium, "chromedriver": chrome.driver}
+        if "prometheus" in chosen:
+            found["prometheus"] = prometheus.ensure(console.progress)
     except binaries.SetupError as exc:
         console.fail(str(exc))
     for name, path in sorted(found.items()):
