@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 from kubernetes_asyncio import client
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from dnsrace import settings as settings_mod
 from dnsrace.components import faults, kopfing, outages
@@ -39,6 +39,17 @@ CLEANED = Counter("dnsrace_enactor_plans_deleted_total", "Plans deleted by clean
 LAST = Gauge("dnsrace_enactor_last_applied_serial", "Last plan fully applied", ["enactor"])
 BLOCKED = Gauge("dnsrace_enactor_blocked_endpoints", "Endpoints blocked in the last cycle",
                 ["enactor"])
+# In the style of controller-runtime's controller_runtime_reconcile_total/_time_seconds: one
+# reconcile is one cycle that took a plan (an idle check that found nothing newer is none).
+RECONCILE_RESULTS = ("success", "blocked", "error")
+RECONCILES = Counter(
+    "dnsrace_enactor_reconcile_total",
+    "Cycles that took a plan, by result: success (applied or skipped), blocked (an endpoint "
+    "left blocked), error (the cycle raised; retried with back-off)", ["enactor", "result"])
+RECONCILE_TIME = Histogram(
+    "dnsrace_enactor_reconcile_time_seconds",
+    "Length of one cycle that took a plan (or raised), Fault delays included", ["enactor"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0))
 
 FINALIZER_DEADLINE = 120.0
 """Seconds one finalizer worker keeps retrying before it logs an error and leaves the plan
@@ -305,10 +316,16 @@ class EnactorController:
 
     async def _cycles(self, stop: asyncio.Event) -> None:
         backoff = outages.Backoff()
+        for result in RECONCILE_RESULTS:  # every series from the start, at 0
+            RECONCILES.labels(self.name, result)
+        RECONCILE_TIME.labels(self.name)
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 report = await self.core.cycle()
             except Exception as exc:
+                RECONCILES.labels(self.name, "error").inc()
+                RECONCILE_TIME.labels(self.name).observe(time.monotonic() - started)
                 delay = backoff.next()
                 what = outages.describe(exc)
                 if what is None:
@@ -323,6 +340,8 @@ class EnactorController:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=1.0)
                 continue
+            RECONCILES.labels(self.name, "blocked" if report.blocked else "success").inc()
+            RECONCILE_TIME.labels(self.name).observe(time.monotonic() - started)
             phase, _, message = report.verdict()
             outcome = phase.lower()
             CYCLES.labels(self.name, outcome).inc()

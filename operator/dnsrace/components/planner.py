@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 from kubernetes_asyncio import client
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from dnsrace import settings as settings_mod
 from dnsrace.components import faults, kopfing, lbnode, outages
@@ -33,6 +33,17 @@ COUNTER_NAME = "dnsrace-planner"
 CREATED = Counter("dnsrace_planner_plans_created_total", "DnsPlans created")
 SERIAL = Gauge("dnsrace_planner_last_serial", "Serial of the last plan created")
 NODES = Gauge("dnsrace_planner_usable_nodes", "LB nodes with capacity in the last plan")
+# In the style of controller-runtime's controller_runtime_reconcile_total/_time_seconds: one
+# reconcile is one planning pass (an interval elapsed or the LB pool changed).
+RECONCILE_RESULTS = ("success", "skipped", "error")
+RECONCILES = Counter(
+    "dnsrace_planner_reconcile_total",
+    "Planning passes, by result: success (a plan created), skipped (no LB node with capacity: "
+    "no plan), error (raised; retried with back-off)", ["result"])
+RECONCILE_TIME = Histogram(
+    "dnsrace_planner_reconcile_time_seconds",
+    "Length of one planning pass (capacity queries, serial reservation, create)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 
 
 async def next_serial(api: client.ApiClient, namespace: str) -> int:
@@ -116,21 +127,26 @@ class Planner:
     async def work(self, stop: asyncio.Event) -> None:
         interval = self.cfg.lab.planner_interval
         backoff = outages.Backoff(base=interval)
+        for result in RECONCILE_RESULTS:  # every series from the start, at 0
+            RECONCILES.labels(result)
         while not stop.is_set():
             started = time.monotonic()
             wait = interval
             try:
                 plan = await self.plan_once()
+                RECONCILES.labels("success" if plan is not None else "skipped").inc()
                 if plan is not None:
                     log.debug("plan %s created", plan.serial)
                 backoff.reset()
             except Exception as exc:
+                RECONCILES.labels("error").inc()
                 wait = backoff.next()
                 what = outages.describe(exc)
                 if what is None:
                     log.exception("planning failed; retrying in %.1fs", wait)
                 else:
                     log.warning("planning failed, %s; retrying in %.1fs", what, wait)
+            RECONCILE_TIME.observe(time.monotonic() - started)
             self.changed.clear()
             remaining = max(0.0, wait - (time.monotonic() - started))
             with contextlib.suppress(TimeoutError):
