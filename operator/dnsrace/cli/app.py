@@ -7,6 +7,7 @@ import signal
 import typer
 
 from dnsrace.cli import bench, cascade, check, components, demo, local, report, scenario, setup
+from dnsrace.cli import status as status_cli
 
 app = typer.Typer(
     help="dnsrace: reproduce the DynamoDB DNS Planner/Enactor race on a real Kubernetes API "
@@ -28,6 +29,7 @@ app.command("bench")(bench.bench_cmd)
 app.command("check")(check.check_cmd)
 app.command("report")(report.report_cmd)
 app.add_typer(cascade.dwfm_app, name="dwfm")
+app.command("status")(status_cli.status_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,410 @@
+"""``dnsrace status``'s snapshot from hand-built inputs (``core.status.build``), its JSON keys,
+the rendering, and the CLI's refusals and its answer when the API server is unreachable."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from dnsrace.cli import status as status_cli
+from dnsrace.cli.app import app
+from dnsrace.core import status
+from dnsrace.core.stores import ActiveMarker
+
+NOW = 1_800_000_000.0
+ZONE = "sim.internal"
+REGIONAL = f"dynamodb.us-east-1.{ZONE}"
+FIPS = f"dynamodb-fips.us-east-1.{ZONE}"
+ACCOUNT = f"100000007919.ddb.us-east-1.{ZONE}"
+ENDPOINTS = [ACCOUNT, FIPS, REGIONAL]  # the regional endpoint last, as the planner orders them
+
+
+def stamp(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def plan(serial: int, *, terminating: bool = False,
+         reports: dict[str, tuple[str, str, str]] | None = None) -> dict[str, Any]:
+    """A DnsPlan as the API server returns it; ``reports``: enactor -> (phase, reason,
+    message), written as ``components.enactor`` writes them."""
+    meta: dict[str, Any] = {"name": f"plan-{serial:010d}", "uid": f"uid-{serial}"}
+    if terminating:
+        meta["deletionTimestamp"] = stamp(NOW - 1)
+    body: dict[str, Any] = {
+        "metadata": meta,
+        "spec": {"serial": serial, "endpoints": [
+            {"name": n, "ttl": 5, "targets": [{"address": "127.0.10.1", "weight": 1}]}
+            for n in ENDPOINTS]},
+    }
+    if reports:
+        body["status"] = {
+            "endpointCount": len(ENDPOINTS),
+            "enactors": [{"name": n, "phase": phase, "message": msg,
+                          "appliedEndpoints": 2 if phase == "Blocked" else 3,
+                          "updatedAt": stamp(NOW - 2)}
+                         for n, (phase, _, msg) in reports.items()],
+            "conditions": [{"type": f"{n}.dnsrace.io/Applied",
+                            "status": "True" if phase == "Applied" else "False",
+                            "reason": reason, "message": msg,
+                            "lastTransitionTime": stamp(NOW - 2)}
+                           for n, (phase, reason, msg) in reports.items()],
+        }
+    return body
+
+
+def fault(name: str, spec: dict[str, Any], status_: dict[str, Any] | None = None
+          ) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": spec, "status": status_ or {}}
+
+
+def marker(serial: int, enactor: str) -> tuple[ActiveMarker, int]:
+    return ActiveMarker(serial=serial, enactor=enactor, uid=f"uid-{serial}"), serial * 10
+
+
+def ok(serial: int) -> status.DnsAnswer:
+    return status.DnsAnswer("NOERROR", ("127.0.10.1",), serial)
+
+
+BLOCKED_MESSAGE = (f"endpoint {REGIONAL}: its active plan 40 no longer exists, so the change "
+                   "against it cannot be computed")
+
+
+def race_inputs(**overrides: Any) -> status.Inputs:
+    """The incident's end state: enactor-a's stale plan 40 on the regional endpoint was
+    deleted by enactor-b's clean-up, the finalizer removed its records (the marker stays),
+    CoreDNS answers NXDOMAIN, and every enactor is blocked there."""
+    blocked = ("Blocked", "ActivePlanMissing", BLOCKED_MESSAGE)
+    defaults: dict[str, Any] = dict(
+        now=NOW, namespace="dnsrace",
+        plans=[plan(52, reports={"enactor-b": ("Applied", "Applied", "applied 3 of 3")}),
+               plan(53, reports={"enactor-a": blocked, "enactor-b": blocked}),
+               plan(54),
+               plan(41, terminating=True)],
+        faults=[],
+        markers={ACCOUNT: marker(54, "enactor-c"), FIPS: marker(54, "enactor-c"),
+                 REGIONAL: marker(40, "enactor-a")},
+        store_addresses={ACCOUNT: ["127.0.10.1"], FIPS: ["127.0.10.1"], REGIONAL: []},
+        answers={ACCOUNT: ok(54), FIPS: ok(54), REGIONAL: status.DnsAnswer("NXDOMAIN")},
+        heartbeats={n: status.Lease(n, NOW - 1, 15) for n in ("enactor-a", "enactor-b",
+                                                              "enactor-c")},
+        enactors=("enactor-a", "enactor-b", "enactor-c"),
+    )
+    defaults.update(overrides)
+    return status.Inputs(**defaults)
+
+
+def by_name(items: list[Any], name: str) -> Any:
+    return next(i for i in items if i.name == name)
+
+
+def test_newest_serial_counts_live_plans_only() -> None:
+    snap = status.build(race_inputs())
+    assert snap.plans.newest_serial == 54
+    assert snap.plans.live == 3
+    assert snap.plans.oldest_serial == 52
+    assert snap.plans.terminating == [41]
+    assert snap.plans.newest_endpoints == 3
+    assert snap.sources == {"api": "ok", "dns-etcd": "ok", "dns": "ok"}
+
+
+def test_an_enactor_blocked_by_active_plan_missing_says_so_and_why() -> None:
+    snap = status.build(race_inputs())
+    a = by_name(snap.enactors, "enactor-a")
+    assert a.state == "blocked"
+    assert a.why.startswith("ActivePlanMissing: ")
+    assert "its active plan 40 no longer exists" in a.why
+    assert a.last.serial == 53
+    assert a.last.reason == "ActivePlanMissing"
+    assert a.last.applied_endpoints == 2
+    assert a.last.endpoint_count == 3
+    b = by_name(snap.enactors, "enactor-b")
+    assert b.state == "blocked"
+    assert b.applied_serial == 52
+    assert b.behind == 2
+
+
+def test_an_enactor_whose_markers_run_ahead_of_its_reports_is_applying_then_cleaning_up(
+) -> None:
+    # enactor-c reported nothing yet; the store holds its marker of 54 on 2 of 3 endpoints.
+    c = by_name(status.build(race_inputs()).enactors, "enactor-c")
+    assert c.state == "applying"
+    assert c.progress == status.Progress(serial=54, written=2, endpoints=3,
+                                         last_endpoint_written=False)
+    assert c.endpoints_marked == 2
+    # Once its marker is on the plan's last endpoint, the walk is over: clean-up comes next.
+    markers = {n: marker(54, "enactor-c") for n in ENDPOINTS}
+    c = by_name(status.build(race_inputs(markers=markers)).enactors, "enactor-c")
+    assert c.state == "cleaning-up"
+    assert c.progress is not None
+    assert c.progress.last_endpoint_written
+
+
+def test_applied_enactor_is_idle_and_an_unknown_one_unknown() -> None:
+    inputs = race_inputs(
+        plans=[plan(54, reports={"enactor-a": ("Applied", "Applied", "applied 3 of 3")})],
+        markers={n: marker(54, "enactor-a") for n in ENDPOINTS})
+    snap = status.build(inputs)
+    a = by_name(snap.enactors, "enactor-a")
+    assert (a.state, a.applied_serial, a.behind) == ("idle", 54, 0)
+    assert by_name(snap.enactors, "enactor-b").state == "unknown"
+
+
+def test_a_paused_enactor_shows_its_fault_before_anything_else() -> None:
+    pause = fault("pause-a", {"target": "enactor-a", "action": "pause", "durationSeconds": 10},
+                  {"phase": "Done", "injected": 1, "lastInjectedAt": stamp(NOW - 3)})
+    snap = status.build(race_inputs(faults=[pause]))
+    a = by_name(snap.enactors, "enactor-a")
+    assert a.state == "paused"
+    assert "pause-a" in a.why
+    assert "10s" in a.why
+    assert a.faults == ["pause-a"]
+    f = by_name(snap.faults, "pause-a")
+    assert f.active
+    assert f.effect == "pauses the process for 10s"
+    # Past its duration the pause is over: the enactor's own state shows again.
+    later = status.build(race_inputs(faults=[pause], now=NOW + 30))
+    assert by_name(later.enactors, "enactor-a").state == "blocked"
+    assert not by_name(later.faults, "pause-a").active
+
+
+def test_delay_faults_are_listed_with_the_state_they_slow() -> None:
+    stall = fault("stall-a", {"target": "enactor-a", "action": "delay",
+                              "step": "endpoint-write", "delaySeconds": 1.2,
+                              "jitterSeconds": 0.3, "endpoints": [REGIONAL]},
+                  {"phase": "Active", "injected": 4})
+    slow = fault("slow-writes", {"target": "enactor-c", "action": "delay",
+                                 "step": "endpoint-write", "delaySeconds": 0.03},
+                 {"phase": "Active", "injected": 100})
+    done = fault("old", {"target": "enactor-b", "action": "delay", "step": "clean-up",
+                         "delaySeconds": 0.5, "count": 1}, {"phase": "Done", "injected": 1})
+    snap = status.build(race_inputs(faults=[stall, slow, done]))
+    a = by_name(snap.enactors, "enactor-a")
+    assert a.state == "blocked"
+    assert a.delayed_by == ["stall-a"]
+    assert a.why.endswith("(delayed by stall-a)")
+    c = by_name(snap.enactors, "enactor-c")
+    assert c.state == "applying"
+    assert c.delayed_by == ["slow-writes"]
+    assert by_name(snap.enactors, "enactor-b").delayed_by == []
+    f = by_name(snap.faults, "stall-a")
+    assert f.effect == f"delays endpoint-write by 1.2s ±0.3s at {REGIONAL}"
+    assert f.active
+    assert f.injected == 4
+    assert not by_name(snap.faults, "old").active
+
+
+def test_a_hold_fault_holds_once_it_has_struck() -> None:
+    hold = fault("hold-a", {"target": "enactor-c", "action": "hold", "step": "clean-up"},
+                 {"phase": "Active", "injected": 1})
+    c = by_name(status.build(race_inputs(faults=[hold])).enactors, "enactor-c")
+    assert c.state == "held"
+    assert "hold-a" in c.why
+    waiting = fault("hold-a", {"target": "enactor-c", "action": "hold", "step": "clean-up"},
+                    {"phase": "Active", "injected": 0})
+    c = by_name(status.build(race_inputs(faults=[waiting])).enactors, "enactor-c")
+    assert c.state == "applying"
+
+
+def test_down_and_unresponsive_come_from_metrics_and_heartbeat_together() -> None:
+    expired = {n: status.Lease(n, NOW - 60, 15) for n in ("enactor-a", "enactor-b",
+                                                          "enactor-c")}
+    metrics = {"enactor-a": status.Scrape(error="refused"),
+               "enactor-b": status.Scrape(error="timeout"),
+               "enactor-c": status.Scrape(error="refused")}
+    snap = status.build(race_inputs(heartbeats=expired, metrics=metrics))
+    assert by_name(snap.enactors, "enactor-a").state == "down"
+    assert by_name(snap.enactors, "enactor-b").state == "unresponsive"
+    # A refused /metrics alone (no port there, another mode) is not "down".
+    fresh = status.build(race_inputs(metrics=metrics))
+    assert by_name(fresh.enactors, "enactor-a").state == "blocked"
+    assert by_name(fresh.enactors, "enactor-a").metrics == "refused"
+
+
+def test_enactor_metrics_are_read() -> None:
+    text = "\n".join([
+        "# HELP dnsrace_enactor_cycles_total Plans taken",
+        "# TYPE dnsrace_enactor_cycles_total counter",
+        'dnsrace_enactor_cycles_total{enactor="enactor-b",outcome="applied"} 12.0',
+        'dnsrace_enactor_cycles_total{enactor="enactor-b",outcome="blocked"} 3.0',
+        'dnsrace_enactor_blocked_endpoints{enactor="enactor-b"} 1.0',
+        'dnsrace_enactor_last_applied_serial{enactor="enactor-b"} 52.0',
+    ])
+    snap = status.build(race_inputs(metrics={"enactor-b": status.Scrape(text=text)}))
+    b = by_name(snap.enactors, "enactor-b")
+    assert b.cycles == {"applied": 12.0, "blocked": 3.0}
+    assert b.blocked_endpoints == 1.0
+    assert b.metrics == "ok"
+    assert by_name(snap.enactors, "enactor-a").metrics == "not scraped"
+
+
+def test_nxdomain_while_the_store_says_serial_n_shows_both() -> None:
+    snap = status.build(race_inputs())
+    regional = by_name(snap.endpoints, REGIONAL)
+    assert regional.store_serial == 40
+    assert regional.store_enactor == "enactor-a"
+    assert regional.store_addresses == []
+    assert regional.dns == "NXDOMAIN"
+    assert regional.dns_serial is None
+    assert regional.active_plan_exists is False
+    assert regional.flags == ["empty-in-dns", "empty-in-store", "active-plan-missing",
+                              "dns-differs-from-store", "behind-newest"]
+    account = by_name(snap.endpoints, ACCOUNT)
+    assert (account.store_serial, account.dns, account.dns_serial) == (54, "NOERROR", 54)
+    assert account.flags == []
+    assert account.active_plan_exists is True
+    assert [e.name for e in snap.endpoints] == ENDPOINTS
+
+
+def test_nodata_and_a_cached_older_answer_are_told_apart() -> None:
+    answers = {ACCOUNT: status.DnsAnswer("NOERROR", (), None), FIPS: ok(53),
+               REGIONAL: status.DnsAnswer("TIMEOUT")}
+    snap = status.build(race_inputs(answers=answers))
+    assert by_name(snap.endpoints, ACCOUNT).dns == "NODATA"
+    assert "empty-in-dns" in by_name(snap.endpoints, ACCOUNT).flags
+    assert by_name(snap.endpoints, FIPS).flags == ["dns-differs-from-store"]
+    assert "empty-in-dns" not in by_name(snap.endpoints, REGIONAL).flags
+
+
+def test_unreachable_sources_are_named_and_the_rest_still_shows() -> None:
+    snap = status.build(race_inputs(
+        plans=None, faults=None, markers=None, store_addresses=None,
+        errors={"api": "unreachable (timed out)", "dns-etcd": "DNS etcd unreachable (X)"}))
+    assert not snap.api_reachable
+    assert snap.sources["api"] == "unreachable (timed out)"
+    assert snap.sources["dns-etcd"] == "DNS etcd unreachable (X)"
+    assert snap.sources["dns"] == "ok"
+    assert snap.plans.newest_serial is None
+    # The endpoints CoreDNS was asked about are still there, with what it answered.
+    assert by_name(snap.endpoints, REGIONAL).dns == "NXDOMAIN"
+    assert by_name(snap.endpoints, REGIONAL).active_plan_exists is None
+
+
+def test_cascade_figures_from_dwfm_metrics_and_skipped_when_absent() -> None:
+    assert status.build(race_inputs()).cascade.dwfm == "not scraped"
+    text = ("dnsrace_dwfm_droplets 100.0\ndnsrace_dwfm_leases_valid 37.0\n"
+            "dnsrace_dwfm_queue_depth 250.0\ndnsrace_dwfm_throttle 0.0\n")
+    c = status.build(race_inputs(metrics={"dwfm": status.Scrape(text=text)})).cascade
+    assert (c.dwfm, c.droplets, c.leases_valid, c.queue_depth, c.throttle) == (
+        "ok", 100.0, 37.0, 250.0, False)
+    assert c.goodput_ratio is None
+
+
+def test_safeguards_and_the_writer_lease() -> None:
+    inputs = race_inputs(safeguards=["fencing", "single-writer"],
+                         safeguards_source="DNSRACE_SAFEGUARDS",
+                         writer_lease=status.Lease("enactor-b", NOW - 2, 10))
+    sg = status.build(inputs).safeguards
+    assert (sg.configured, sg.source, sg.writer_lease_holder) == (
+        ["fencing", "single-writer"], "DNSRACE_SAFEGUARDS", "enactor-b")
+    expired = race_inputs(writer_lease=status.Lease("enactor-b", NOW - 20, 10))
+    assert status.build(expired).safeguards.writer_lease_holder is None
+
+
+def test_parse_metrics_reads_labels_with_escapes_and_skips_comments() -> None:
+    text = ('# HELP x y\nx_total{a="1",b="say \\"hi\\", ok"} 3\nplain 2.5e1\nbad{ nan-ish\n'
+            'x_total{a="2"} NaN\n')
+    samples = status.parse_metrics(text)
+    assert samples[0] == ("x_total", {"a": "1", "b": 'say "hi", ok'}, 3.0)
+    assert samples[1] == ("plain", {}, 25.0)
+    assert len(samples) == 3
+
+
+JSON_KEYS = {"schema", "time", "namespace", "sources", "plans", "enactors", "endpoints",
+             "faults", "safeguards", "cascade"}
+PLANS_KEYS = {"newest_serial", "live", "oldest_serial", "terminating", "newest_endpoints",
+              "planner_serial"}
+ENACTOR_KEYS = {"name", "state", "why", "last", "applied_serial", "behind", "progress",
+                "faults", "delayed_by", "heartbeat_age", "heartbeat_valid", "metrics",
+                "cycles", "blocked_endpoints", "endpoints_marked"}
+REPORT_KEYS = {"serial", "phase", "reason", "message", "applied_endpoints", "endpoint_count",
+               "updated_at"}
+ENDPOINT_KEYS = {"name", "in_newest_plan", "store_serial", "store_enactor", "store_addresses",
+                 "active_plan_exists", "dns", "dns_addresses", "dns_serial", "flags"}
+FAULT_KEYS = {"name", "target", "action", "step", "delay_seconds", "jitter_seconds",
+              "endpoints", "injected", "phase", "last_injected_at", "active", "effect"}
+CASCADE_KEYS = {"dwfm", "droplets", "leases_valid", "queue_depth", "in_service",
+                "queue_oldest_age_seconds", "goodput_ratio", "throttle"}
+
+
+def test_json_keys_are_the_documented_ones() -> None:
+    stall = fault("stall-a", {"target": "enactor-a", "action": "delay",
+                              "step": "endpoint-write", "delaySeconds": 1.0},
+                  {"phase": "Active", "injected": 1})
+    body = status.build(race_inputs(faults=[stall])).to_json()
+    body = json.loads(json.dumps(body))  # JSON-ready as it is
+    assert set(body) == JSON_KEYS
+    assert body["schema"] == status.SCHEMA == 1
+    assert set(body["plans"]) == PLANS_KEYS
+    assert set(body["sources"]) == {"api", "dns-etcd", "dns"}
+    assert set(body["safeguards"]) == {"configured", "source", "writer_lease_holder"}
+    assert set(body["cascade"]) == CASCADE_KEYS
+    for e in body["enactors"]:
+        assert set(e) == ENACTOR_KEYS
+        assert e["state"] in status.ENACTOR_STATES
+        if e["last"] is not None:
+            assert set(e["last"]) == REPORT_KEYS
+        if e["progress"] is not None:
+            assert set(e["progress"]) == {"serial", "written", "endpoints",
+                                          "last_endpoint_written"}
+    assert all(set(ep) == ENDPOINT_KEYS for ep in body["endpoints"])
+    assert all(set(f) == FAULT_KEYS for f in body["faults"])
+
+
+def test_docs_name_every_json_key() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "report.md").read_text()
+    section = doc[doc.index("## Live status"):]
+    for key in (JSON_KEYS | PLANS_KEYS | ENACTOR_KEYS | ENDPOINT_KEYS | FAULT_KEYS
+                | CASCADE_KEYS | REPORT_KEYS):
+        assert f"`{key}`" in section or f"`{key}[]`" in section, key
+
+
+def test_render_shows_states_flags_and_faults() -> None:
+    stall = fault("stall-a", {"target": "enactor-a", "action": "delay",
+                              "step": "endpoint-write", "delaySeconds": 1.0},
+                  {"phase": "Active", "injected": 1})
+    text = status.build(race_inputs(
+        faults=[stall], metrics={"dwfm": status.Scrape(text="dnsrace_dwfm_leases_valid 3\n")}))
+    out = Console(width=250, record=True)
+    out.print(status_cli.render(text))
+    shown = out.export_text()
+    for word in ("newest plan 54", "blocked", "ActivePlanMissing", "applying", "NXDOMAIN",
+                 "active-plan-missing", "stall-a", "delays endpoint-write by 1s",
+                 "leases valid 3"):
+        assert word in shown, word
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-o", "yaml"], "unknown output 'yaml'"),
+    (["--interval", "0"], "must be more than 0"),
+    (["--safeguards", "nope"], "unknown safeguard nope"),
+])
+def test_cli_refuses_bad_options(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["status", "--once", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_cli_once_exits_1_with_one_line_when_the_api_server_is_unreachable(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\nclusters:\n- cluster: {server: 'https://127.0.0.1:1'}\n"
+        "  name: x\ncontexts:\n- context: {cluster: x, user: u}\n  name: x\n"
+        "current-context: x\nusers:\n- name: u\n  user: {token: t}\n")
+    monkeypatch.setenv("DNSRACE_KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("DNSRACE_DNS_ETCD", "127.0.0.1:1")
+    monkeypatch.setenv("DNSRACE_DNS_SERVER", "127.0.0.1:1")
+    result = CliRunner().invoke(app, ["status", "--once", "-o", "json", "--metrics-base", "0",
+                                      "--timeout", "1"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: API server")
+    assert "unreachable" in lines[0]
