@@ -22,6 +22,16 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/*
+Scrape annotations on a pod template, for a Prometheus that discovers pods (no ServiceMonitor
+needed): (dict "port" 8080). docs/metrics.md has the matching scrape config.
+*/}}
+{{- define "dnsrace.scrapeAnnotations" -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+
 {{- define "dnsrace.image" -}}
 {{ printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
