@@ -9,59 +9,28 @@ left in a panel, which only a check against the code's own definitions catches.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
-from pathlib import Path
 from typing import Any
 
-import prometheus_client
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-DASHBOARD = ROOT / "dashboards" / "dnsrace.json"
-CODE = ROOT / "operator" / "dnsrace"
+from tests import metrics_support
+
+DASHBOARD = metrics_support.ROOT / "dashboards" / "dnsrace.json"
 GRID_WIDTH = 24
 PANEL_TYPES = {"timeseries", "state-timeline", "stat", "gauge", "bargauge", "table",
                "barchart", "heatmap", "text"}
 
-_METRIC_TYPES = {"Counter": ("_total", "_created"), "Gauge": ("",),
-                 "Histogram": ("_bucket", "_sum", "_count", "_created"),
-                 "Summary": ("", "_sum", "_count", "_created"), "Info": ("_info",),
-                 "Enum": ("",)}
-_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
                  "unless", "bool", "offset", "atan2", "inf", "nan"}
 
 
 def defined_metrics() -> set[str]:
-    """Series names the components export: every prometheus_client metric constructed in the
-    code (a Counter named ``x_total`` or ``x`` exports ``x_total``), plus the process and
-    platform collectors of the default registry that ``/metrics`` serves."""
-    names: set[str] = set()
-    for path in CODE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if not isinstance(node, ast.Call) or not node.args:
-                continue
-            func = node.func
-            kind = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            first = node.args[0]
-            if kind not in _METRIC_TYPES or not (isinstance(first, ast.Constant)
-                                                 and isinstance(first.value, str)
-                                                 and _NAME.match(first.value)):
-                continue
-            base = first.value.removesuffix("_total") if kind == "Counter" else first.value
-            names |= {base + suffix for suffix in _METRIC_TYPES[kind]}
-    registry = prometheus_client.CollectorRegistry()
-    prometheus_client.ProcessCollector(registry=registry)
-    prometheus_client.PlatformCollector(registry=registry)
-    prometheus_client.GCCollector(registry=registry)
-    for family in registry.collect():
-        names |= {sample.name for sample in family.samples}
-    # The process collector only reports what /proc has; these are its names on Linux.
-    names |= {"process_start_time_seconds", "process_cpu_seconds_total",
-              "process_resident_memory_bytes", "process_open_fds"}
-    return names
+    """Series names the components export (the code's prometheus_client definitions and the
+    default registry's collectors), parsed by ``tests/metrics_support.py``, which the metrics
+    reference test (docs/metrics.md) shares."""
+    return metrics_support.series_names()
 
 
 def referenced_metrics(expr: str) -> set[str]:
