@@ -282,6 +282,13 @@ def test_unreachable_sources_are_named_and_the_rest_still_shows() -> None:
     # The endpoints CoreDNS was asked about are still there, with what it answered.
     assert by_name(snap.endpoints, REGIONAL).dns == "NXDOMAIN"
     assert by_name(snap.endpoints, REGIONAL).active_plan_exists is None
+    # Without its reports an enactor's state is unknown, however its markers look.
+    api_down = status.build(race_inputs(plans=None, faults=None,
+                                        errors={"api": "unreachable (timed out)"}))
+    c = by_name(api_down.enactors, "enactor-c")
+    assert c.state == "unknown"
+    assert "API server" in c.why
+    assert c.progress is not None
 
 
 def test_cascade_figures_from_dwfm_metrics_and_skipped_when_absent() -> None:

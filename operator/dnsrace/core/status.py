@@ -504,6 +504,8 @@ def _enactor_status(
         state, why = "unresponsive", "/metrics timed out and heartbeat expired (stopped?)"
     elif hold is not None:
         state, why = "held", f"Fault {hold.name}: {hold.effect}"
+    elif inputs.plans is None:
+        state, why = "unknown", "its reports are unknown: the API server could not be read"
     elif last is not None and last.phase == "Blocked":
         state = "blocked"
         why = f"{last.reason}: {last.message}" if last.message else last.reason
