@@ -102,7 +102,7 @@ async def test_scrapes_a_target_and_answers_queries(
         labels = samples[0]["metric"]
         assert labels == {"__name__": "dnsrace_selftest_things_total", "job": "selftest",
                           "instance": f"127.0.0.1:{EXPORTER_PORT}",
-                          "component": "selftest-0", "kind": "a"}
+                          "process": "selftest-0", "kind": "a"}
         assert float(samples[0]["value"][1]) == 10.0  # type: ignore[index]
 
         names = await handle.metric_names('{job="selftest"}')

@@ -21,7 +21,7 @@ def _jobs(text: str) -> dict[str, dict[str, str]]:
     for job in config["scrape_configs"]:
         for static in job["static_configs"]:
             (address,) = static["targets"]
-            out.setdefault(job["job_name"], {})[static["labels"]["component"]] = address
+            out.setdefault(job["job_name"], {})[static["labels"]["process"]] = address
     return out
 
 

@@ -8,8 +8,10 @@ checked without a Prometheus or a cluster.
 
 One static job per component kind (``planner``, ``enactor``, ``prober``, ``ddb-client``,
 ``lbnode``, ``dwfm``, ``coredns``), so ``job`` says what a series is from and ``instance``
-which process; every target also carries a ``component`` label with the process's own name
-(``enactor-a``, ``lbnode-3``), the name the lab, the Faults and the report use.
+which process; every target also carries a ``process`` label with the process's own name
+(``enactor-a``, ``lbnode-3``), the name the lab, the Faults and the report use. Not
+``component``: ``dnsrace_fault_injections_total`` has a label of that name, which a target
+label would rename to ``exported_component``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class Target:
     job: str
     """The kind of component: planner, enactor, prober, ddb-client, lbnode, dwfm, coredns."""
     component: str
-    """The process's own name (enactor-a, lbnode-0; the job's name when there is one)."""
+    """The process's own name (enactor-a, lbnode-0; the job's name when there is one),
+    written as the target's ``process`` label."""
     address: str
     """host:port of its HTTP server."""
     path: str = "/metrics"
@@ -99,7 +102,7 @@ def render(targets: Iterable[Target], *, interval: float = SCRAPE_INTERVAL,
                    "evaluation_interval": seconds, "external_labels": {"lab": lab}},
         "scrape_configs": [
             {"job_name": job, "metrics_path": path, "honor_labels": False,
-             "static_configs": [{"targets": [t.address], "labels": {"component": t.component}}
+             "static_configs": [{"targets": [t.address], "labels": {"process": t.component}}
                                 for t in group]}
             for (job, path), group in jobs.items()
         ],
