@@ -415,3 +415,86 @@ def test_cli_once_exits_1_with_one_line_when_the_api_server_is_unreachable(
     assert len(lines) == 1
     assert lines[0].startswith("error: API server")
     assert "unreachable" in lines[0]
+
+
+# -- the reads (components.status), without a cluster ------------------------------------------
+
+
+def test_metrics_ports_are_the_scenarios() -> None:
+    from dnsrace import settings as settings_mod
+    from dnsrace.components import status as reads
+
+    ports = reads.metrics_ports(settings_mod.Settings(), 18200)
+    assert ports == {"planner": 18200, "enactor-a": 18201, "enactor-b": 18202,
+                     "enactor-c": 18203, "prober": 18205}
+
+
+async def test_scrape_tells_ok_refused_and_timeout_apart() -> None:
+    import asyncio
+    import socket
+
+    import aiohttp
+    from aiohttp import web
+
+    from dnsrace.components import status as reads
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text='dnsrace_planner_last_serial 42.0\n')
+
+    async def slow(_: web.Request) -> web.Response:
+        await asyncio.sleep(1)
+        return web.Response(text="")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/slow", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        closed = free.getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            ok = await reads.scrape(session, f"http://127.0.0.1:{port}/metrics", 2)
+            assert ok.text is not None
+            assert "42.0" in ok.text
+            missing = await reads.scrape(session, f"http://127.0.0.1:{port}/nope", 2)
+            assert missing.error == "HTTP 404"
+            late = await reads.scrape(session, f"http://127.0.0.1:{port}/slow", 0.3)
+            assert late.error == "timeout"
+            refused = await reads.scrape(session, f"http://127.0.0.1:{closed}/metrics", 2)
+            assert refused.error == "refused"
+    finally:
+        await runner.cleanup()
+
+
+async def test_reader_names_where_the_safeguards_come_from() -> None:
+    from dnsrace import settings as settings_mod
+    from dnsrace.components import status as reads
+
+    async def read(env: dict[str, str], given: str | None) -> tuple[list[str], str]:
+        cfg = settings_mod.Settings.from_env(env)
+        reader = reads.Reader(cfg, reads.Options(safeguards=given))
+        await reader.close()
+        return reader.safeguards, reader.safeguards_source
+
+    assert await read({}, None) == ([], "default")
+    assert await read({"DNSRACE_SAFEGUARDS": "fencing,dwfm-throttle"}, None) == (
+        ["fencing", "dwfm-throttle"], "DNSRACE_SAFEGUARDS")
+    names, source = await read({"DNSRACE_SAFEGUARDS": "off"}, "on")
+    assert source == "--safeguards"
+    assert {"fencing", "serve-stale"} <= set(names)
+
+
+def test_reader_asks_about_the_newest_plans_endpoints_then_the_marked_ones() -> None:
+    from dnsrace.components import status as reads
+
+    items = [plan(53), plan(54), plan(60, terminating=True)]
+    other = f"old.{ZONE}"
+    names = reads.Reader._endpoints(items, {other: marker(3, "enactor-a"),
+                                            REGIONAL: marker(54, "enactor-a")})
+    assert names == [*ENDPOINTS, other]
+    assert reads.Reader._endpoints(None, None) == []
