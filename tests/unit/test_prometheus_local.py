@@ -71,7 +71,7 @@ async def test_scrapes_a_target_and_answers_queries(
     target = scrape.Target("selftest", "selftest-0", f"127.0.0.1:{EXPORTER_PORT}")
     down = scrape.Target("absent", "absent-0", "127.0.0.1:9")  # nothing listens on discard
     handle = await prometheus.start(cfg, tmp_path, [target, down], port=PROMETHEUS_PORT,
-                                    interval=0.25)
+                                    interval=0.25, lab="selftest-lab")
     try:
         assert handle.url == f"http://127.0.0.1:{PROMETHEUS_PORT}"
         assert handle.alive()
@@ -79,6 +79,7 @@ async def test_scrapes_a_target_and_answers_queries(
         assert handle.storage.is_dir()
         written = yaml.safe_load(handle.config.read_text())
         assert written["global"]["scrape_interval"] == "250ms"
+        assert written["global"]["external_labels"] == {"lab": "selftest-lab"}
 
         up = await handle.wait_scraped(timeout=30, jobs=["selftest"])
         by_job = {s["metric"]["job"]: float(s["value"][1]) for s in up}
@@ -125,3 +126,41 @@ async def test_refuses_a_port_another_prometheus_holds(binary: Path, tmp_path: P
             await prometheus.start(cfg, tmp_path / "two", [], port=PROMETHEUS_PORT)
     finally:
         await first.stop()
+
+
+def test_setup_step_installs_only_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dnsrace setup prometheus``: apt only when the binary is not there (apt replaced)."""
+    found: list[Path | None] = [Path("/usr/bin/prometheus")]
+    installed: list[str] = []
+    monkeypatch.setattr(prometheus, "locate", lambda: found[-1])
+
+    def install(package: str, needed_by: str, report: object) -> None:
+        installed.append(package)
+        found.append(Path("/usr/bin/prometheus"))
+
+    monkeypatch.setattr(prometheus.apt, "install", install)
+    assert prometheus.ensure(lambda _m: None) == Path("/usr/bin/prometheus")
+    assert installed == []
+    found.append(None)
+    assert prometheus.ensure(lambda _m: None) == Path("/usr/bin/prometheus")
+    assert installed == ["prometheus"]
+    found.append(None)
+    monkeypatch.setattr(prometheus.apt, "install", lambda *_a: None)  # installs nothing
+    with pytest.raises(prometheus.SetupError, match="still not on PATH"):
+        prometheus.ensure(lambda _m: None)
+    with pytest.raises(prometheus.SetupError, match="make setup-prometheus"):
+        prometheus.require()
+
+
+def test_setup_cli_step(binary: Path) -> None:
+    """The real step on this machine (Prometheus is installed: one PATH look-up)."""
+    from typer.testing import CliRunner
+
+    from dnsrace.cli import app as cli_app
+
+    result = CliRunner().invoke(cli_app.app, ["setup", "prometheus"])
+    assert result.exit_code == 0, result.output
+    assert str(binary) in result.output
+    bad = CliRunner().invoke(cli_app.app, ["setup", "prometheus", "grafana"])
+    assert bad.exit_code == 2
+    assert "unknown setup step grafana" in bad.output

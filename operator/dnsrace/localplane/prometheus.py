@@ -179,11 +179,12 @@ async def ready(url: str, timeout: float = 1.0) -> bool:
 
 async def start(cfg: settings_mod.Settings, run_dir: Path, targets: Iterable[scrape.Target], *,
                 port: int = PORT, interval: float = scrape.SCRAPE_INTERVAL,
-                timeout: float = START_TIMEOUT) -> Handle:
+                lab: str = "dnsrace", timeout: float = START_TIMEOUT) -> Handle:
     """Write ``run_dir/prometheus.yml`` for ``targets``, start Prometheus on
     ``<cfg.local.host>:port`` with its storage in a fresh ``run_dir/prometheus-*`` folder, and
-    wait until it is ready. SetupError when the binary is missing, the port already answers
-    (another Prometheus, e.g. one a killed run left), or it exits or is not ready in time."""
+    wait until it is ready. ``lab`` is the external label ``lab`` (the run's name, say).
+    SetupError when the binary is missing, the port already answers (another Prometheus, e.g.
+    one a killed run left), or it exits or is not ready in time."""
     binary = require()
     host = cfg.local.host
     url = f"http://{host}:{port}"
@@ -192,7 +193,7 @@ async def start(cfg: settings_mod.Settings, run_dir: Path, targets: Iterable[scr
                          f"(a lab Prometheus left by a killed run?)")
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_dir / "prometheus.yml"
-    config.write_text(scrape.render(targets, interval=interval))
+    config.write_text(scrape.render(targets, interval=interval, lab=lab))
     storage = Path(tempfile.mkdtemp(prefix="prometheus-", dir=run_dir))
     procs = processes.Processes(run_dir)
     argv = [
