@@ -9,6 +9,7 @@ through ``make setup``), so missing means the setup is broken.
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +22,26 @@ from dnsrace import settings as settings_mod
 from dnsrace.core import scrape
 from dnsrace.localplane import prometheus
 
-PROMETHEUS_PORT = 19091
-EXPORTER_PORT = 19092
+PORTS = (19091, 19092, 19094, 19095, 19096, 19097, 19098, 19099)
+"""The test's own ports (19090 is the lab's default, 19093 the integration test's): the first
+free ones, so two checkouts' unit runs side by side do not collide."""
+
+
+def _free_ports(count: int) -> list[int]:
+    free = []
+    for port in PORTS:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        free.append(port)
+        if len(free) == count:
+            return free
+    raise AssertionError(f"fewer than {count} of {PORTS} are free")
+
+
+PROMETHEUS_PORT, EXPORTER_PORT = _free_ports(2)
 
 
 @pytest.fixture(scope="module")
