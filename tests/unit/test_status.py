@@ -260,6 +260,15 @@ def test_nxdomain_while_the_store_says_serial_n_shows_both() -> None:
     assert [e.name for e in snap.endpoints] == ENDPOINTS
 
 
+def test_the_probers_view_of_empty_endpoints_is_shown() -> None:
+    text = (f'dnsrace_prober_empty{{endpoint="{REGIONAL}"}} 1.0\n'
+            f'dnsrace_prober_empty{{endpoint="{FIPS}"}} 0.0\n')
+    snap = status.build(race_inputs(metrics={"prober": status.Scrape(text=text)}))
+    assert by_name(snap.endpoints, REGIONAL).prober_empty is True
+    assert by_name(snap.endpoints, FIPS).prober_empty is False
+    assert by_name(snap.endpoints, ACCOUNT).prober_empty is None
+
+
 def test_nodata_and_a_cached_older_answer_are_told_apart() -> None:
     answers = {ACCOUNT: status.DnsAnswer("NOERROR", (), None), FIPS: ok(53),
                REGIONAL: status.DnsAnswer("TIMEOUT")}
@@ -331,7 +340,8 @@ ENACTOR_KEYS = {"name", "state", "why", "last", "applied_serial", "behind", "pro
 REPORT_KEYS = {"serial", "phase", "reason", "message", "applied_endpoints", "endpoint_count",
                "updated_at"}
 ENDPOINT_KEYS = {"name", "in_newest_plan", "store_serial", "store_enactor", "store_addresses",
-                 "active_plan_exists", "dns", "dns_addresses", "dns_serial", "flags"}
+                 "active_plan_exists", "dns", "dns_addresses", "dns_serial", "prober_empty",
+                 "flags"}
 FAULT_KEYS = {"name", "target", "action", "step", "delay_seconds", "jitter_seconds",
               "endpoints", "injected", "phase", "last_injected_at", "active", "effect"}
 CASCADE_KEYS = {"dwfm", "droplets", "leases_valid", "queue_depth", "in_service",

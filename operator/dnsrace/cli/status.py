@@ -69,12 +69,13 @@ def _endpoints(snap: core_status.Snapshot) -> Table:
     for ep in snap.endpoints:
         addrs = None if ep.store_addresses is None else (
             ", ".join(ep.store_addresses) or "none")
+        flags = [*ep.flags, *(["prober-sees-empty"] if ep.prober_empty else [])]
         tbl.add_row(
             _text(ep.name, "" if ep.in_newest_plan else "dim"), _text(ep.store_serial),
             _text(ep.store_enactor), _text(addrs, "red" if addrs == "none" else ""),
             _text(ep.dns, DNS_STYLES.get(ep.dns or "", "")), _text(ep.dns_serial),
             _text(", ".join(ep.dns_addresses) or None),
-            _text(", ".join(ep.flags) or None, "bold red" if ep.flags else ""),
+            _text(", ".join(flags) or None, "bold red" if flags else ""),
         )
     return tbl
 

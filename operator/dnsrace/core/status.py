@@ -218,6 +218,10 @@ class EndpointStatus:
     dns_addresses: list[str]
     dns_serial: int | None
     """Serial in the TXT record CoreDNS answered."""
+    prober_empty: bool | None
+    """The prober's ``dnsrace_prober_empty``: it resolves to nothing after having resolved
+    (10 probes a second, so brief empty answers this one query missed show here); None when
+    the prober's ``/metrics`` was not read or does not name the endpoint."""
     flags: list[str]
     """What is wrong: ``empty-in-dns``, ``empty-in-store``, ``active-plan-missing``,
     ``dns-differs-from-store`` (CoreDNS's serial is not the store's: its cache, or a
@@ -536,7 +540,8 @@ def _enactor_status(
 
 def _endpoint_status(name: str, inputs: Inputs, newest_names: set[str],
                      live_serials: set[int], newest: int | None,
-                     api_read: bool) -> EndpointStatus:
+                     api_read: bool, prober: Sequence[tuple[str, dict[str, str], float]]
+                     ) -> EndpointStatus:
     marker = (inputs.markers or {}).get(name)
     serial = marker[0].serial if marker else None
     addresses = None
@@ -561,7 +566,10 @@ def _endpoint_status(name: str, inputs: Inputs, newest_names: set[str],
         store_enactor=marker[0].enactor if marker else None, store_addresses=addresses,
         active_plan_exists=exists, dns=answer.kind if answer is not None else None,
         dns_addresses=list(answer.addresses) if answer is not None else [],
-        dns_serial=answer.serial if answer is not None else None, flags=flags,
+        dns_serial=answer.serial if answer is not None else None,
+        prober_empty=bool(empty) if (empty := _metric(prober, "dnsrace_prober_empty",
+                                                      endpoint=name)) is not None else None,
+        flags=flags,
     )
 
 
@@ -606,8 +614,10 @@ def build(inputs: Inputs) -> Snapshot:
                                    if plans.newest_serial is not None else None)
     others = sorted((set(inputs.markers or {}) | set(inputs.answers or {}))
                     - set(newest_names))
+    prober = inputs.metrics.get("prober")
+    probed = parse_metrics(prober.text) if prober is not None and prober.text else []
     endpoints = [_endpoint_status(n, inputs, set(newest_names), set(live),
-                                  plans.newest_serial, inputs.plans is not None)
+                                  plans.newest_serial, inputs.plans is not None, probed)
                  for n in [*newest_names, *others]]
 
     sources = {}
