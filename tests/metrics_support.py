@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import re
 from pathlib import Path
 
@@ -65,6 +66,12 @@ def _labels(node: ast.Call) -> tuple[str, ...]:
 
 def definitions() -> list[Definition]:
     """Every prometheus_client metric constructed in ``operator/dnsrace``, in file order."""
+    return list(_definitions())
+
+
+@functools.cache
+def _definitions() -> tuple[Definition, ...]:
+    """Parsed once per test session: walking every module's AST takes over a second."""
     found: list[Definition] = []
     for path in sorted(CODE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -81,7 +88,7 @@ def definitions() -> list[Definition]:
             if kind == "Counter" and not name.endswith("_total"):
                 name += "_total"
             found.append(Definition(name, kind, _labels(node), path.stem))
-    return found
+    return tuple(found)
 
 
 def series_names() -> set[str]:
