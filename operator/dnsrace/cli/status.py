@@ -38,11 +38,19 @@ def _text(value: object, style: str = "") -> Text:
     return Text("-" if value is None else str(value), style=style)
 
 
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return str(int(value)) if float(value).is_integer() else f"{value:.2f}"
+
+
 def _enactors(snap: core_status.Snapshot) -> Table:
     tbl = Table(title="Enactors", title_justify="left", expand=False)
-    for column in ("enactor", "state", "applied", "behind", "walking", "last report",
-                   "why", "heartbeat", "/metrics"):
-        tbl.add_column(column, overflow="fold")
+    for column in ("enactor", "state", "applied", "behind", "walking", "last report"):
+        tbl.add_column(column, no_wrap=True)
+    tbl.add_column("why", min_width=30)
+    tbl.add_column("heartbeat")
+    tbl.add_column("/metrics")
     for e in snap.enactors:
         walking = None
         if e.progress is not None:
@@ -62,20 +70,27 @@ def _enactors(snap: core_status.Snapshot) -> Table:
 
 
 def _endpoints(snap: core_status.Snapshot) -> Table:
-    tbl = Table(title="Endpoints (store: DNS etcd; DNS: CoreDNS now)", title_justify="left")
-    for column in ("endpoint", "store serial", "by", "store addresses", "DNS", "DNS serial",
-                   "DNS addresses", "flags"):
-        tbl.add_column(column, overflow="fold")
+    tbl = Table(title="Endpoints (store: DNS etcd; CoreDNS: its answer now)",
+                title_justify="left")
+    tbl.add_column("endpoint", no_wrap=True)
+    tbl.add_column("store", no_wrap=True)
+    tbl.add_column("store addresses", min_width=11)
+    tbl.add_column("CoreDNS", no_wrap=True)
+    tbl.add_column("CoreDNS addresses", min_width=11)
+    tbl.add_column("flags", min_width=22, no_wrap=True)
     for ep in snap.endpoints:
         addrs = None if ep.store_addresses is None else (
             ", ".join(ep.store_addresses) or "none")
         flags = [*ep.flags, *(["prober-sees-empty"] if ep.prober_empty else [])]
+        store = None if ep.store_serial is None else f"{ep.store_serial} {ep.store_enactor}"
+        answer = None if ep.dns is None else (
+            ep.dns + (f" {ep.dns_serial}" if ep.dns_serial is not None else ""))
         tbl.add_row(
-            _text(ep.name, "" if ep.in_newest_plan else "dim"), _text(ep.store_serial),
-            _text(ep.store_enactor), _text(addrs, "red" if addrs == "none" else ""),
-            _text(ep.dns, DNS_STYLES.get(ep.dns or "", "")), _text(ep.dns_serial),
+            _text(ep.name, "" if ep.in_newest_plan else "dim"), _text(store),
+            _text(addrs, "red" if addrs == "none" else ""),
+            _text(answer, DNS_STYLES.get(ep.dns or "", "")),
             _text(", ".join(ep.dns_addresses) or None),
-            _text(", ".join(flags) or None, "bold red" if flags else ""),
+            _text("\n".join(flags) or None, "bold red" if flags else ""),
         )
     return tbl
 
@@ -118,11 +133,12 @@ def render(snap: core_status.Snapshot) -> RenderableType:
     c = snap.cascade
     if c.dwfm != "not scraped":
         if c.dwfm == "ok":
+            throttle = "-" if c.throttle is None else ("on" if c.throttle else "off")
             parts.append(Text(
-                f"cascade: DWFM leases valid {c.leases_valid} of {c.droplets} droplets · queue "
-                f"{c.queue_depth} (oldest {c.queue_oldest_age_seconds}s, in service "
-                f"{c.in_service}) · goodput {c.goodput_ratio} · throttle "
-                f"{'on' if c.throttle else 'off'}"))
+                f"cascade: DWFM leases valid {_num(c.leases_valid)} of {_num(c.droplets)} "
+                f"droplets · queue {_num(c.queue_depth)} (oldest "
+                f"{_num(c.queue_oldest_age_seconds)} s, in service {_num(c.in_service)}) · "
+                f"goodput {_num(c.goodput_ratio)} · throttle {throttle}"))
         else:
             parts.append(Text(f"cascade: DWFM /metrics {c.dwfm}", style="dim"))
     return Group(*parts)
