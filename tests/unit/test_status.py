@@ -154,6 +154,16 @@ def test_applied_enactor_is_idle_and_an_unknown_one_unknown() -> None:
     assert by_name(snap.enactors, "enactor-b").state == "unknown"
 
 
+def test_a_refused_plan_is_named_not_hidden() -> None:
+    refused = plan(55)
+    refused["status"] = {"conditions": [{
+        "type": "enactor-a.dnsrace.io/Applied", "status": "False", "reason": "InvalidPlan",
+        "message": "endpoint names nest", "lastTransitionTime": stamp(NOW)}]}
+    a = by_name(status.build(race_inputs(plans=[plan(54), refused])).enactors, "enactor-a")
+    assert a.state == "unknown"
+    assert a.why == "plan 55: InvalidPlan: endpoint names nest"
+
+
 def test_a_paused_enactor_shows_its_fault_before_anything_else() -> None:
     pause = fault("pause-a", {"target": "enactor-a", "action": "pause", "durationSeconds": 10},
                   {"phase": "Done", "injected": 1, "lastInjectedAt": stamp(NOW - 3)})

@@ -525,6 +525,10 @@ def _enactor_status(
         state, why = "skipped", last.message or last.reason
     elif last is not None and last.phase == "Applied":
         state, why = "idle", last.message or f"plan {last.serial} applied"
+    elif last is not None:  # a condition without an entry: a plan it refused (InvalidPlan)
+        state = "unknown"
+        why = f"plan {last.serial}: {last.reason}" + (f": {last.message}" if last.message
+                                                     else "")
     else:
         state, why = "unknown", "no report on any plan yet"
     if delayed_by:
