@@ -518,3 +518,73 @@ def test_reader_asks_about_the_newest_plans_endpoints_then_the_marked_ones() -> 
                                             REGIONAL: marker(54, "enactor-a")})
     assert names == [*ENDPOINTS, other]
     assert reads.Reader._endpoints(None, None) == []
+
+
+async def test_reader_reads_the_api_server_and_names_what_it_could_not_reach(
+        tmp_path: Any) -> None:
+    """``Reader.snapshot`` against a stand-in API server (plans, Faults, Leases over plain
+    HTTP), with the DNS etcd and CoreDNS at closed ports: what was read is shown, the rest is
+    named in ``sources``."""
+    import socket
+
+    from aiohttp import web
+
+    from dnsrace import settings as settings_mod
+    from dnsrace.components import status as reads
+
+    ns = "lab"
+    blocked = ("Blocked", "ActivePlanMissing", BLOCKED_MESSAGE)
+    renewed = datetime.datetime.fromtimestamp(NOW, datetime.UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
+    lease = {"metadata": {"name": "dnsrace-heartbeat-enactor-a", "namespace": ns},
+             "spec": {"holderIdentity": "enactor-a", "renewTime": renewed,
+                      "leaseDurationSeconds": 15}}
+    stall = fault("stall-a", {"target": "enactor-a", "action": "delay",
+                              "step": "endpoint-write", "delaySeconds": 1.0},
+                  {"phase": "Active", "injected": 2})
+    bodies = {
+        f"/apis/dnsrace.io/v1alpha1/namespaces/{ns}/dnsplans":
+            {"items": [plan(53, reports={"enactor-a": blocked}), plan(54)]},
+        f"/apis/dnsrace.io/v1alpha1/namespaces/{ns}/faults": {"items": [stall]},
+        f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases":
+            {"apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList", "items": [lease]},
+    }
+
+    async def serve(request: web.Request) -> web.Response:
+        body = bodies.get(request.path)
+        return web.json_response(body) if body is not None else web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        closed = free.getsockname()[1]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        f"apiVersion: v1\nkind: Config\nclusters:\n- cluster: {{server: "
+        f"'http://127.0.0.1:{port}'}}\n  name: x\ncontexts:\n- context: {{cluster: x, user: u}}"
+        "\n  name: x\ncurrent-context: x\nusers:\n- name: u\n  user: {token: t}\n")
+    cfg = settings_mod.Settings.from_env({
+        "DNSRACE_KUBECONFIG": str(kubeconfig), "DNSRACE_NAMESPACE": ns,
+        "DNSRACE_DNS_ETCD": f"127.0.0.1:{closed}", "DNSRACE_DNS_SERVER": f"127.0.0.1:{closed}"})
+    try:
+        async with reads.Reader(cfg, reads.Options(metrics_base=None, timeout=1)) as reader:
+            snap = await reader.snapshot()
+    finally:
+        await runner.cleanup()
+    assert snap.sources["api"] == "ok"
+    assert snap.sources["dns-etcd"] != "ok"
+    assert snap.sources["dns"].startswith("no answer from")
+    assert snap.plans.newest_serial == 54
+    a = by_name(snap.enactors, "enactor-a")
+    assert a.state == "blocked"
+    assert a.delayed_by == ["stall-a"]
+    assert a.heartbeat_valid is not None
+    assert a.heartbeat_age is not None
+    assert abs(a.heartbeat_age - (snap.time - NOW)) < 1
+    assert [e.name for e in snap.endpoints] == ENDPOINTS
+    assert {e.dns for e in snap.endpoints} == {"TIMEOUT"}
