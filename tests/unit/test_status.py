@@ -588,3 +588,22 @@ async def test_reader_reads_the_api_server_and_names_what_it_could_not_reach(
     assert abs(a.heartbeat_age - (snap.time - NOW)) < 1
     assert [e.name for e in snap.endpoints] == ENDPOINTS
     assert {e.dns for e in snap.endpoints} == {"TIMEOUT"}
+
+
+@pytest.mark.parametrize("output", ["json", "table"])
+def test_cli_once_prints_the_snapshot(monkeypatch: pytest.MonkeyPatch, output: str) -> None:
+    from dnsrace.components import status as reads
+
+    snap = status.build(race_inputs())
+
+    async def snapshot(self: reads.Reader) -> status.Snapshot:
+        return snap
+
+    monkeypatch.setattr(reads.Reader, "snapshot", snapshot)
+    result = CliRunner().invoke(app, ["status", "--once", "-o", output, "--metrics-base", "0"])
+    assert result.exit_code == 0, result.output
+    if output == "json":
+        assert json.loads(result.stdout) == json.loads(json.dumps(snap.to_json()))
+    else:
+        assert "newest plan 54" in result.stdout
+        assert "ActivePlanMissing" in result.stdout
