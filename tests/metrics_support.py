@@ -142,3 +142,18 @@ def doc_rows(path: Path = METRICS_DOC) -> list[DocRow]:
 def documented_names(component: str) -> set[str]:
     """The family names docs/metrics.md says ``component`` exports."""
     return {r.name for r in doc_rows() if component in r.components}
+
+
+def expected_series(component: str) -> set[str]:
+    """The series each documented family of ``component`` shows once it has a sample: a
+    histogram's _bucket/_sum/_count, a counter's _total, a gauge's name (``_created`` is
+    prometheus_client's extra and not required)."""
+    defs = {d.name: d for d in definitions()}
+    out: set[str] = set()
+    for name in documented_names(component):
+        d = defs[name]
+        if d.kind == "Histogram":
+            out |= {d.base + s for s in ("_bucket", "_sum", "_count")}
+        else:
+            out.add(name)
+    return out

@@ -7,6 +7,7 @@ here. Nothing in the scenario writes the outcome: it starts, injects and observe
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from dnsrace.components.scenarios import race
 from dnsrace.components.scenarios.lab import dns_query
 from dnsrace.core import planning, verdicts
 from dnsrace.core.safeguards import Safeguards
+from tests import metrics_support
 from tests.conftest import Cluster
 
 # A run waits up to 120 s for the race, then holds, settles, repairs and watches the clients
@@ -90,6 +92,16 @@ async def test_safeguards_on_the_same_faults_do_no_harm(cluster: Cluster, tmp_pa
     rcode, addrs = await dns_query(cluster.cfg, regional(cluster))
     assert rcode == "NOERROR"
     assert addrs
+    # The lab's Prometheus scraped every component during the run and holds every name
+    # docs/metrics.md gives each.
+    scraped = json.loads((tmp_path / "on" / "scrape.json").read_text())
+    down = [t for t in scraped["targets"] if t["health"] != "up"]
+    assert not down, down
+    jobs = {t["job"] for t in scraped["targets"]}
+    assert {"planner", "enactor", "prober", "lbnode", "ddb-client", "coredns"} <= jobs
+    for job in sorted(jobs - {"coredns"}):
+        missing = metrics_support.expected_series(job) - set(scraped["names"][job])
+        assert not missing, (job, sorted(missing))
 
 
 @pytest.mark.parametrize("safeguard", ["fencing", "protect-active", "no-empty", "self-heal",

@@ -40,21 +40,6 @@ PROBER_NEEDS_DATA = {"dnsrace_prober_serial"}
 endpoint names, which this test does not write (another run may hold them, or nobody)."""
 
 
-def expected_series(component: str) -> set[str]:
-    """The series each documented family of ``component`` shows once it has a sample: a
-    histogram's _bucket/_sum/_count, a counter's _total, a gauge's name (``_created`` is
-    prometheus_client's extra and not required)."""
-    defs = {d.name: d for d in metrics_support.definitions()}
-    out: set[str] = set()
-    for name in metrics_support.documented_names(component):
-        d = defs[name]
-        if d.kind == "Histogram":
-            out |= {d.base + s for s in ("_bucket", "_sum", "_count")}
-        else:
-            out.add(name)
-    return out
-
-
 async def poll(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
@@ -141,8 +126,8 @@ async def test_documented_names_are_scraped_through_prometheus(
                                 f"{logs()}")
         assert (await dns_store.read(endpoints[0])).records, "the plan reached the DNS etcd"
 
-        wanted = {"enactor": expected_series("enactor"),
-                  "prober": expected_series("prober") - PROBER_NEEDS_DATA}
+        wanted = {"enactor": metrics_support.expected_series("enactor"),
+                  "prober": metrics_support.expected_series("prober") - PROBER_NEEDS_DATA}
         assert "dnsrace_enactor_reconcile_time_seconds_bucket" in wanted["enactor"]
         assert "dnsrace_fault_injections_total" in wanted["enactor"]
         missing: dict[str, set[str]] = {}

@@ -27,8 +27,8 @@ from dnsrace import settings as settings_mod
 from dnsrace.components import repairing
 from dnsrace.components.scenarios import lab
 from dnsrace.components.scenarios.lab import Lab, Report, dns_query, wait_until
-from dnsrace.core import ddb, plans, verdicts
-from dnsrace.localplane import dynamodb
+from dnsrace.core import ddb, plans, scrape, verdicts
+from dnsrace.localplane import dynamodb, prometheus
 from dnsrace.report import write_report
 
 
@@ -128,6 +128,16 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
                             "--workers", str(params.client_workers),
                             "--rate", str(params.client_rate), port=port + 6)
         lab.mark("components started", enactors=list(cfg.lab.enactors))
+        prom: prometheus.Handle | None = None
+        if not lab.cluster and prometheus.locate() is not None:
+            # Every component's /metrics, scraped as a user's Prometheus would (docs/metrics.md);
+            # what it held at the end goes to scrape.json.
+            prom = await prometheus.start(cfg, run_dir, scrape.lab_targets(
+                cfg.lab.enactors, base_port=port, lb_nodes=cfg.lab.lb_nodes,
+                ddb_client=lab.backend is not None), lab=run_dir.name)
+            lab.mark("Prometheus started", url=prom.url, started_in=round(prom.started_in, 2))
+        elif not lab.cluster:
+            lab.mark("no Prometheus (make setup-prometheus installs it): no scrape.json")
 
         await lab.regional_answering()
         if lab.backend is not None:
@@ -216,6 +226,9 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
             await asyncio.sleep(params.after_repair - (time.time() - t_repair)
                                 if lab.backend is not None else 1.5)
 
+        if prom is not None:
+            (run_dir / "scrape.json").write_text(json.dumps(await _scraped(prom), indent=1))
+            await prom.stop()
         await lab.stop("ddb-client")
 
         await lab.stop("prober")
@@ -249,6 +262,19 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
     else:
         report(f"report: {out} ({time.monotonic() - started:.1f}s)")
     return verdict
+
+
+async def _scraped(prom: prometheus.Handle) -> dict[str, Any]:
+    """Each target's health and the metric names Prometheus holds per job."""
+    targets = await prom.targets()
+    jobs = sorted({t["labels"].get("job", "") for t in targets})
+    return {
+        "url": prom.url,
+        "targets": [{"job": t["labels"].get("job"), "process": t["labels"].get("process"),
+                     "instance": t["labels"].get("instance"), "health": t["health"],
+                     "last_error": t.get("lastError", "")} for t in targets],
+        "names": {job: sorted(await prom.metric_names(f'{{job="{job}"}}')) for job in jobs},
+    }
 
 
 async def _await_regional_empty(lab: Lab, params: RaceParams, t_fault: float,
