@@ -358,3 +358,22 @@ def test_on_clients_must_never_see_a_dns_error(tmp_path: Path) -> None:
     assert judge(run).passed, judge(run).reasons
     clients(run, lambda t: ("dns", "SERVFAIL") if t == 1015 else ("ok", ""))
     failed_because(judge(run), "1 client requests failed with a DNS error")
+
+
+def test_single_writer_excuses_only_the_faults_of_an_enactor_that_never_wrote() -> None:
+    from dnsrace.core import storelog
+    from dnsrace.core.safeguards import Safeguards
+
+    faults = [{"name": f"enactor-{x}-slow-writes", "spec": {"target": f"enactor-{x}"},
+               "status": {"injected": n}} for x, n in (("a", 5), ("b", 0), ("c", 0))]
+    writes = (storelog.MarkerWrite(REGIONAL, 15.0, 9, 3, "enactor-a"),
+              storelog.MarkerWrite(REGIONAL, 16.0, 10, 4, "enactor-c"),
+              storelog.MarkerWrite(REGIONAL, 30.0, 11, 5, "enactor-b"))  # after the faults
+    sw = Safeguards.parse("single-writer")
+    # enactor-b never held the writer lease while its Faults were live: nothing to slow.
+    assert verdicts.starved_faults(faults, writes, sw, [10.0, 20.0]) == ["enactor-b-slow-writes"]
+    # enactor-c wrote meanwhile, so its idle Fault is the fault machinery failing; without
+    # single-writer nothing is excused, and neither is a run that did not record the window.
+    assert verdicts.starved_faults(faults, writes, Safeguards.parse("fencing"),
+                                   [10.0, 20.0]) == []
+    assert verdicts.starved_faults(faults, writes, sw, None) == []

@@ -192,8 +192,11 @@ def judge(record: RunRecord, run_dir: str = "") -> Verdict:
     figures["blocked"] = bool(on_deleted) and not converged
 
     # -- evidence that the run measured anything ------------------------------------------------
-    if not record.faults or not all(injected.values()):
-        idle = sorted(n for n, c in injected.items() if not c) or ["(no Fault recorded)"]
+    excused = starved_faults(record.faults, store.writes, sg, obs.get("t_faults_live"))
+    figures["faults_idle_without_the_lease"] = excused
+    if not record.faults or not all(c for n, c in injected.items() if n not in excused):
+        idle = sorted(n for n, c in injected.items() if not c and n not in excused) \
+            or ["(no Fault recorded)"]
         reasons.append(f"faults never injected: {', '.join(idle)}")
     if expected_answers <= 0 or every.answers < MIN_SAMPLED * expected_answers:
         reasons.append(f"the prober sampled {every.answers} answers, fewer than "
@@ -218,6 +221,25 @@ def judge(record: RunRecord, run_dir: str = "") -> Verdict:
         _judge_clients(record.clients, obs, exp, figures, reasons)
     return Verdict(safeguards=str(sg), expected=exp.text, passed=not reasons, reasons=reasons,
                    figures=figures, run_dir=run_dir)
+
+
+def starved_faults(faults: list[dict[str, Any]], writes: tuple[storelog.MarkerWrite, ...],
+                   sg: Safeguards, live: list[float] | None) -> list[str]:
+    """Faults never injected because their enactor never wrote while they were live.
+
+    Under single-writer an enactor applies only while it holds the writer Lease, which has no
+    fairness: one can lose every race for it through a whole run, and then its slow-write and
+    clean-up Faults have nothing to slow. The store shows it: no marker write of that enactor
+    between the Faults' creation and removal (``live``). Anywhere else, or with such a write, an
+    idle Fault is a fault machinery that did not work."""
+    if not sg.single_writer or not live:
+        return []
+    lo, hi = live
+    wrote = {w.enactor for w in writes if lo <= w.t <= hi}
+    return sorted(f["name"] for f in faults
+                  if not int((f.get("status") or {}).get("injected") or 0)
+                  and f["spec"].get("target") not in wrote
+                  and f["name"] != "enactor-a-stall")
 
 
 def _judge_outage(obs: dict[str, Any], figures: dict[str, Any], reasons: list[str],

@@ -154,8 +154,8 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         # Every enactor's writes and clean-up get slow first (as Route 53 changes are); the plan
         # period and the enactors' cycle are then measured under that load, and set how old
         # enactor-a's plan is after a given stall.
-        lab.mark("slow writes and clean-up injected", write_delay=params.write_delay,
-                 cleanup_delay=params.cleanup_delay)
+        t_slow = lab.mark("slow writes and clean-up injected", write_delay=params.write_delay,
+                          cleanup_delay=params.cleanup_delay)
         await lab.slow_down(params.write_delay, params.cleanup_delay)
         await asyncio.sleep(2)
         s0, c0, t0 = await lab.newest_serial(), await lab.cycles(port + 2), time.monotonic()
@@ -203,7 +203,7 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
 
         fault_status = await lab.faults()
         await lab.delete_faults()
-        lab.mark("faults removed; planner stopped")
+        observed["t_faults_live"] = [t_slow, lab.mark("faults removed; planner stopped")]
         await lab.stop("planner")
         newest = await lab.newest_serial()
         observed["newest_serial"] = newest
