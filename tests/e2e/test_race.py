@@ -101,6 +101,13 @@ async def test_safeguards_on_the_same_faults_do_no_harm(cluster: Cluster, tmp_pa
     assert {"planner", "enactor", "prober", "lbnode", "ddb-client", "coredns"} <= jobs
     for job in sorted(jobs - {"coredns"}):
         missing = metrics_support.expected_series(job) - set(scraped["names"][job])
+        # Labelled families have no series before their first sample: a request waiting for
+        # a slot at an LB node (overload, which the race does not cause), and a Fault aimed at
+        # the planner (the race aims none).
+        missing -= {f"dnsrace_lbnode_ddb_admission_wait_seconds{s}"
+                    for s in ("_bucket", "_sum", "_count")}
+        if job == "planner":
+            missing.discard("dnsrace_fault_injections_total")
         assert not missing, (job, sorted(missing))
 
 

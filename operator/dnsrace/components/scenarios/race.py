@@ -201,6 +201,8 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         lab.mark("direct query", endpoint=lab.regional, rcode=direct_rcode,
                  addresses=direct_addrs)
 
+        if prom is not None:  # before the planner is stopped on purpose
+            (run_dir / "scrape.json").write_text(json.dumps(await _scraped(prom), indent=1))
         fault_status = await lab.faults()
         await lab.delete_faults()
         observed["t_faults_live"] = [t_slow, lab.mark("faults removed; planner stopped")]
@@ -227,7 +229,6 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
                                 if lab.backend is not None else 1.5)
 
         if prom is not None:
-            (run_dir / "scrape.json").write_text(json.dumps(await _scraped(prom), indent=1))
             await prom.stop()
         await lab.stop("ddb-client")
 
