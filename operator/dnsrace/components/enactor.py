@@ -37,6 +37,9 @@ WRITES = Counter("dnsrace_enactor_endpoint_results_total", "Endpoint outcomes",
 CYCLES = Counter("dnsrace_enactor_cycles_total", "Plans taken", ["enactor", "outcome"])
 CLEANED = Counter("dnsrace_enactor_plans_deleted_total", "Plans deleted by clean-up", ["enactor"])
 LAST = Gauge("dnsrace_enactor_last_applied_serial", "Last plan fully applied", ["enactor"])
+APPLIED = Gauge("dnsrace_enactor_endpoint_applied_serial",
+                "Serial of the plan this enactor last wrote to the endpoint",
+                ["enactor", "endpoint"])
 BLOCKED = Gauge("dnsrace_enactor_blocked_endpoints", "Endpoints blocked in the last cycle",
                 ["enactor"])
 # In the style of controller-runtime's controller_runtime_reconcile_total/_time_seconds: one
@@ -347,6 +350,8 @@ class EnactorController:
             CYCLES.labels(self.name, outcome).inc()
             for o in report.outcomes:
                 WRITES.labels(self.name, o.result.value, o.reason).inc()
+                if o.result is enacting.Result.APPLIED:
+                    APPLIED.labels(self.name, o.endpoint).set(report.serial)
             BLOCKED.labels(self.name).set(len(report.blocked))
             CLEANED.labels(self.name).inc(len(report.cleaned))
             if report.complete:
