@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -264,3 +265,27 @@ async def test_status_follows_a_real_enactor_applying_a_plan(
     await assert_endpoints_agree_with_dns(cluster, snap, endpoints)
     assert [next(e for e in snap["endpoints"] if e["name"] == n)["dns_addresses"]
             for n in endpoints] == [["127.0.10.3"], ["127.0.10.4"]]
+
+
+async def test_status_names_the_sources_it_could_not_reach_and_shows_the_rest(
+        cluster: Cluster, namespace: str) -> None:
+    """The real API server, with the DNS etcd and CoreDNS at a closed port: the plans are
+    shown, the unreachable sources are named in ``sources``, and the command still succeeds."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        closed = free.getsockname()[1]
+    body = plan_body(61, {f"st-{uuid.uuid4().hex[:6]}.{cluster.cfg.dns.zone}": "127.0.10.9"})
+    cluster.kubectl("-n", namespace, "create", "-f", "-", stdin=json.dumps(body))
+    env = dict(status_env(cluster, namespace), DNSRACE_DNS_ETCD=f"127.0.0.1:{closed}",
+               DNSRACE_DNS_SERVER=f"127.0.0.1:{closed}")
+    argv = [sys.executable, "-m", "dnsrace", "status", "--once", "-o", "json",
+            "--metrics-base", "0", "--timeout", "1"]
+    done = await asyncio.to_thread(subprocess.run, argv, env=env, capture_output=True,
+                                   text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    snap = json.loads(done.stdout)
+    assert snap["sources"]["api"] == "ok"
+    assert snap["sources"]["dns-etcd"] != "ok"
+    assert snap["sources"]["dns"] != "ok"
+    assert snap["plans"]["newest_serial"] == 61
+
