@@ -112,15 +112,7 @@ async def run_chaos(cfg: settings_mod.Settings, params: ChaosParams, run_dir: Pa
         if steps:
             steps[-1]["t_next"] = t_probe_end
         await lab.stop_recorder()
-        (run_dir / "events.json").write_text(json.dumps(await lab.events(), indent=1))
-        (run_dir / "plans.json").write_text(json.dumps(
-            [{"name": p["metadata"]["name"], "serial": p["spec"]["serial"],
-              "status": p.get("status", {})} for p in await lab.plan_objects()], indent=1))
-        (run_dir / "faults.json").write_text(json.dumps(fault_status, indent=1))
-        (run_dir / "timeline.json").write_text(json.dumps(lab.timeline, indent=1))
-        (run_dir / "lifecycle.json").write_text(json.dumps({
-            "plans": {str(k): v for k, v in sorted(lab.lifecycle.items())},
-            "regional_writes": lab.regional_writes}, indent=1))
+        await lab.write_records(await lab.events(), fault_status)
         (run_dir / "markers.json").write_text(json.dumps(await lab.markers(), indent=1))
         observed = {
             "scenario": "chaos", "safeguards": sg, "regional": lab.regional,

@@ -269,6 +269,21 @@ class Lab:
                     self.procs.start(name, argv, env=env, cwd=self.run_dir)
                     self.supervisor.started(name, now)
 
+    async def write_records(self, events: list[dict[str, Any]],
+                            fault_status: list[dict[str, Any]]) -> None:
+        """The run folder's records every scenario keeps: events, plans, faults, timeline and
+        the plans' lifecycle (docs/run-format.md)."""
+        def write(name: str, body: Any) -> None:
+            (self.run_dir / name).write_text(json.dumps(body, indent=1))
+
+        write("events.json", events)
+        write("plans.json", [{"name": p["metadata"]["name"], "serial": p["spec"]["serial"],
+                              "status": p.get("status", {})} for p in await self.plan_objects()])
+        write("faults.json", fault_status)
+        write("timeline.json", self.timeline)
+        write("lifecycle.json", {"plans": {str(k): v for k, v in sorted(self.lifecycle.items())},
+                                 "regional_writes": self.regional_writes})
+
     def write_restarts(self) -> list[dict[str, Any]]:
         exits = [dataclasses.asdict(e) | {"how": e.how} for e in self.supervisor.exits]
         (self.run_dir / "restarts.json").write_text(json.dumps(exits, indent=1))

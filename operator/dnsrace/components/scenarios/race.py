@@ -240,15 +240,7 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
             e for e in events if e["type"] == "Warning"
             and e["reason"] in ("ActivePlanMissing", "ChangeRejected")])
 
-        (run_dir / "events.json").write_text(json.dumps(events, indent=1))
-        (run_dir / "plans.json").write_text(json.dumps(
-            [{"name": p["metadata"]["name"], "serial": p["spec"]["serial"],
-              "status": p.get("status", {})} for p in await lab.plan_objects()], indent=1))
-        (run_dir / "faults.json").write_text(json.dumps(fault_status, indent=1))
-        (run_dir / "timeline.json").write_text(json.dumps(lab.timeline, indent=1))
-        (run_dir / "lifecycle.json").write_text(json.dumps({
-            "plans": {str(k): v for k, v in sorted(lab.lifecycle.items())},
-            "regional_writes": lab.regional_writes}, indent=1))
+        await lab.write_records(events, fault_status)
         observed["restarts"] = lab.write_restarts()
         observed["outages"] = lab.outages
         (run_dir / "observed.json").write_text(json.dumps(observed, indent=1))
