@@ -184,7 +184,7 @@ def test_upstream_images_match_the_pinned_versions() -> None:
 def test_chart_crds_are_copies_of_manifests_crds() -> None:
     assert packaging.crd_drift(LAYOUT) == [], "run `make manifests`"
     assert sorted(p.name for p in LAYOUT.chart_crds.glob("*.yaml")) == [
-        "dnsplans.dnsrace.io.yaml", "faults.dnsrace.io.yaml"]
+        "dnsplans.dnsrace.io.yaml", "faults.dnsrace.io.yaml", "instances.dnsrace.io.yaml"]
 
 
 def test_manifests_base_is_the_rendered_chart() -> None:
