@@ -208,6 +208,29 @@ async def test_restart_before_the_store_was_reached_is_refused() -> None:
     runner.close()
 
 
+async def test_leases_answer_the_fleet_and_the_valid_leases() -> None:
+    clock = Clock()
+    store = core.MemoryLeaseStore([(clock.t + 1.0, clock.t + 100.0)])
+    runner = dwfm.Runner(dwfm.Options(params=SMALL, out=None), store, clock=clock)
+    async with TestClient(TestServer(runner.app())) as http:
+        early = await http.get("/leases")
+        assert early.status == 503  # before DWFM has reached DynamoDB, as /restart
+        assert "not started" in (await early.json())["error"]
+        assert await runner.start(asyncio.Event())
+        assert runner.core is not None
+        body = await (await http.get("/leases")).json()
+        assert body["t"] == clock.t
+        assert body["droplets"] == core.droplet_names(60)
+        assert body["valid"] == body["droplets"]  # provisioned
+        # DynamoDB unreachable from t + 1 s: no renewal, every lease (3 s) runs out.
+        clock.t += 5.0
+        body = await (await http.get("/leases")).json()
+        assert body["t"] == clock.t
+        assert body["droplets"] == core.droplet_names(60)
+        assert body["valid"] == []
+    runner.close()
+
+
 async def test_run_writes_a_line_a_period_and_the_restart_command_reaches_it(
         tmp_path: Path) -> None:
     out = tmp_path / "dwfm.jsonl"

@@ -11,7 +11,8 @@ Threading: the core's store calls are synchronous, so every call into the core (
 every ``tick`` s, ``figures``, ``restart``) runs on one dedicated thread, one call at a time;
 the event loop stays free to serve ``/metrics`` and ``/restart`` while a store call waits.
 
-What it shows: ``/metrics`` (``dnsrace_dwfm_*``, see docs/cascade.md), ``/healthz`` (the core
+What it shows: ``/metrics`` (``dnsrace_dwfm_*``, see docs/cascade.md), ``GET /leases`` (the
+droplets and those holding a valid lease: the launcher's lease view), ``/healthz`` (the core
 loop is turning; an unreachable store is not unhealthy: a restart by a liveness probe would be a
 manual step nobody took), one JSON line of figures per ``record_every`` s in ``out``, and one log
 line when DynamoDB becomes unreachable and one when it is back (``leasestore``).
@@ -355,6 +356,23 @@ class Runner:
                  "on" if result.throttle else "off")
         return result
 
+    # -- the leases, for the launcher ----------------------------------------------------------
+
+    def _leases(self) -> dict[str, Any]:
+        assert self.core is not None
+        now = max(self.clock(), self.core.now)
+        self.core.advance(now)
+        valid = set(self.core.valid(now))
+        return {"t": round(now, 3), "droplets": list(self.core.droplets),
+                "valid": [d for d in self.core.droplets if d in valid]}
+
+    async def leases(self) -> dict[str, Any]:
+        """``GET /leases``: every droplet (fleet order) and those holding a valid lease now, as
+        DWFM sees them (the launcher's lease view)."""
+        if self.core is None:
+            raise RuntimeError("DWFM has not started yet (DynamoDB not reached)")
+        return await self.on_core(self._leases)
+
     # -- HTTP ----------------------------------------------------------------------------------
 
     def health(self) -> tuple[bool, str]:
@@ -367,7 +385,8 @@ class Runner:
         return True, ""
 
     def app(self) -> web.Application:
-        """/healthz, /metrics, and POST /restart[?throttle=1] (from loopback only)."""
+        """/healthz, /metrics, GET /leases, and POST /restart[?throttle=1] (from loopback
+        only)."""
         app = serving.make_app(self.health)
 
         async def restart(request: web.Request) -> web.Response:
@@ -389,7 +408,14 @@ class Runner:
                 return web.json_response({"error": str(exc)}, status=503)
             return web.json_response(dataclasses.asdict(result))
 
+        async def leases(_: web.Request) -> web.Response:
+            try:
+                return web.json_response(await self.leases())
+            except RuntimeError as exc:
+                return web.json_response({"error": str(exc)}, status=503)
+
         app.router.add_post("/restart", restart)
+        app.router.add_get("/leases", leases)
         return app
 
 
