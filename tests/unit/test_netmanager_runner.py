@@ -88,9 +88,9 @@ def sample(name: str, **labels: str) -> float:
 
 
 def test_options_name_the_option_as_the_command_spells_it() -> None:
-    with pytest.raises(ValueError, match="^--rate must be more than 0"):
+    with pytest.raises(ValueError, match=r"^--rate must be more than 0"):
         netmanager.options(rate=0.0, max_backlog=20, throttle=False, out=None, http_port=None)
-    with pytest.raises(ValueError, match="^--max-backlog must be at least 1, got 0"):
+    with pytest.raises(ValueError, match=r"^--max-backlog must be at least 1, got 0"):
         netmanager.options(rate=2.0, max_backlog=0, throttle=True, out=None, http_port=None)
     with pytest.raises(ValueError, match="--port must be a TCP port"):
         netmanager.options(rate=2.0, max_backlog=20, throttle=False, out=None,
@@ -198,7 +198,8 @@ async def test_reservations_are_consumed_by_the_watchs_enqueue() -> None:
 async def test_a_reservation_never_handed_over_is_given_up_after_its_ttl() -> None:
     clock = Clock()
     run, _ = runner(clock, throttle=2, reservation_ttl=30.0)
-    assert run.admit()[0] and run.admit()[0]
+    assert run.admit()[0]
+    assert run.admit()[0]
     assert not run.admit()[0]
     clock.t += 29.0
     run.step()
