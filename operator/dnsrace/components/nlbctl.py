@@ -47,16 +47,12 @@ from kubernetes_asyncio import client, watch
 
 from dnsrace import settings as settings_mod
 from dnsrace.components import outages, serving
-from dnsrace.core import dwfm, nlb, propagation, records, safeguards, stores
+from dnsrace.core import dwfm, instances, launching, nlb, propagation, records, safeguards, stores
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION, PLURAL = "dnsrace.io", "v1alpha1", "instances"
-"""The Instance custom resource (the contract of issue 11, part 2). Kept here until
-``core/instances.py``, written alongside, names them for everyone."""
-LAUNCHED = "Launched"
-AZS = ("us-east-1a", "us-east-1b", "us-east-1c")
-"""The AZs the Instance CRD allows: every figures line names each, with targets or not."""
+AZS = launching.AZS
+"""The AZs the Instance CRD allows: every figures sample names each, with targets or not."""
 
 OUTCOMES = ("ok", "status", "refused", "reset", "timeout", "error")
 """A health check's outcome: ``ok`` (HTTP 200-399, NLB's default success codes), ``status``
@@ -213,7 +209,7 @@ def member(obj: Mapping[str, Any]) -> Member | None:
     meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
     spec = obj.get("spec") or {}
-    if meta.get("deletionTimestamp") or status.get("phase") != LAUNCHED:
+    if meta.get("deletionTimestamp") or status.get("phase") != instances.LAUNCHED:
         return None
     name, az, endpoint = meta.get("name"), spec.get("az"), status.get("endpoint")
     if not (isinstance(name, str) and isinstance(az, str) and isinstance(endpoint, str)
@@ -616,14 +612,16 @@ class Runner:
         while not stop.is_set():
             try:
                 if version is None:
-                    listed = await co.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
+                    listed = await co.list_namespaced_custom_object(
+                        instances.GROUP, instances.VERSION, ns, instances.PLURAL)
                     self.sync(listed.get("items") or [])
                     version = str(listed["metadata"]["resourceVersion"])
                     outage.ok()
                 w = watch.Watch()
                 try:
-                    async for ev in w.stream(co.list_namespaced_custom_object, GROUP, VERSION,
-                                             ns, PLURAL, resource_version=version,
+                    async for ev in w.stream(co.list_namespaced_custom_object,
+                                             instances.GROUP, instances.VERSION, ns,
+                                             instances.PLURAL, resource_version=version,
                                              timeout_seconds=self.options.watch_timeout,
                                              allow_watch_bookmarks=True):
                         kind = str(ev.get("type", ""))
