@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import prometheus_client
 import pytest
+from kubernetes_asyncio import client
 
 from dnsrace.components import instancehost
 from dnsrace.core import instances
@@ -140,3 +141,30 @@ async def test_no_endpoint_or_no_launch_means_no_listener() -> None:
     await listeners.on_instance(body)
     await listeners.on_instance(pending)
     assert listeners.listeners == {}
+
+
+async def test_run_closes_every_listener_on_stop_with_the_api_server_down() -> None:
+    """Nothing answers on the API server's port: the watch retries quietly; a listener opened
+    meanwhile (as a ready Instance would) closes when the component stops."""
+    cfg = client.Configuration()
+    cfg.host = f"http://127.0.0.1:{PORT + 5}"  # nothing listens there
+    api = client.ApiClient(configuration=cfg)
+    stop = asyncio.Event()
+    got: list[instancehost.Listeners] = []
+    task = asyncio.create_task(instancehost.run(api, "dnsrace-test", stop, http_port=None,
+                                                started=got.append))
+    try:
+        for _ in range(100):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        await got[0].on_instance(instance(10, ready=True))
+        assert await get(f"http://127.0.29.10:{PORT}/healthz") == (200, "ok i-000010")
+        await asyncio.sleep(0.3)
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await api.close()
+    assert await refused(f"http://127.0.29.10:{PORT}/healthz")
+    assert got[0].listeners == {}

@@ -340,3 +340,51 @@ async def test_admit_with_the_throttle_off_always_admits() -> None:
             assert body["backlog"] == 40
     assert run.core.reserved == 0
     assert run.sample(None)["throttle"] is False
+
+
+# -- an API server that does not answer ------------------------------------------------------
+
+DEAD_PORT = 18455
+"""Nothing listens here: every API call is refused (18450-18459 are these tests')."""
+
+
+def dead_api() -> client.ApiClient:
+    cfg = client.Configuration()
+    cfg.host = f"http://127.0.0.1:{DEAD_PORT}"
+    return client.ApiClient(configuration=cfg)
+
+
+async def test_run_with_the_api_server_down_logs_once_keeps_its_patches_and_stops_cleanly(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    api = dead_api()
+    out = tmp_path / "netmanager.jsonl"
+    opts = netmanager.Options(out=out, tick=0.05, record_every=0.2)
+    stop = asyncio.Event()
+    runners: list[netmanager.Runner] = []
+    task = asyncio.create_task(netmanager.run(opts, api, "dnsrace-test", stop,
+                                              started=runners.append))
+    try:
+        for _ in range(100):
+            if runners:
+                break
+            await asyncio.sleep(0.01)
+        run = runners[0]
+        run.backoff = outages.Backoff(0.05, 0.1)
+        # as if the watch had shown a launch just before the API server went away
+        await run.on_event("ADDED", instance(1, launched_at=run.clock()))
+        await asyncio.sleep(1.5)  # propagated after 0.5 s, then patched, refused, retried
+        assert not task.done()
+        assert [u.done.instance for u in run.unwritten] == ["i-000001"]
+        assert run.written == 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await api.close()
+    assert task.result() is run
+    unreadable = [r for r in caplog.records if "Instances not readable" in r.message]
+    unwritten = [r for r in caplog.records if "status not written" in r.message]
+    assert len(unreadable) == 1, [r.message for r in unreadable]
+    assert len(unwritten) == 1, [r.message for r in unwritten]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) >= 5  # one every 0.2 s, and the last on the way out
+    assert (lines[-1]["propagated"], lines[-1]["unwritten"], lines[-1]["written"]) == (1, 1, 0)

@@ -143,9 +143,11 @@ async def follow(api: client.ApiClient, namespace: str, follower: Follower,
                 continue
             what = outages.describe(exc)
             if what is None:
-                log.error("listing or watching Instances refused: %s %s (retrying)",
-                          exc.status, exc.reason)
-                down = down or f"{exc.status} {exc.reason}"
+                refused = f"refused: {exc.status} {exc.reason}"
+                if down != refused:  # once, not at every retry (a CRD or a Role missing)
+                    log.error("listing or watching Instances %s; retrying with back-off",
+                              refused)
+                down = refused
             elif down is None:
                 log.warning("Instances not readable, %s; retrying with back-off", what)
                 down = what
