@@ -40,6 +40,7 @@ def print_verdict(v: verdicts.Verdict) -> None:
         ["records removed in the DNS etcd (s after the stall)",
          str(f.get("time_to_records_removed", "-"))],
         ["enactor-a stalls served until then", str(f.get("stall_attempts", "-"))],
+        ["stall retuned (times)", str(len(f.get("stall_retunes") or []))],
         ["regional NXDOMAIN/NODATA window (s)", str(f.get("regional_empty_window"))],
         ["empty answers / answers (expected)",
          f"{f.get('empty_answers')} / {f.get('answers')} ({f.get('answers_expected')})"],

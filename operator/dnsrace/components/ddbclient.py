@@ -194,8 +194,12 @@ async def call(client: Any, op: str, table: str, key: str, version: int) -> None
         )
 
 
-async def ensure_table(shared: Shared, stop: asyncio.Event, interval: float = 1.0) -> None:
-    """Create the table unless it exists, retrying through the front door until it does."""
+async def ensure_table(shared: Shared, stop: asyncio.Event, ready: asyncio.Event,
+                       interval: float = 1.0) -> None:
+    """Create the table unless it exists, retrying through the front door until it is ACTIVE;
+    then set ``ready``. The workers wait for it: a request sent while the table is still being
+    created fails with ResourceNotFoundException, which would count against the clients'
+    health before the fault."""
     table = shared.cfg.ddb.table
     resolver = LabResolver(shared.cfg.dns.server_host, shared.cfg.dns.server_port,
                            shared.cache, shared.cfg.ddb.request_timeout / 2, shared.clock)
@@ -203,7 +207,7 @@ async def ensure_table(shared: Shared, stop: asyncio.Event, interval: float = 1.
         try:
             async with _client(shared, resolver) as client:
                 try:
-                    await client.describe_table(TableName=table)
+                    found = await client.describe_table(TableName=table)
                 except client.exceptions.ResourceNotFoundException:
                     await client.create_table(
                         TableName=table, BillingMode="PAY_PER_REQUEST",
@@ -211,11 +215,16 @@ async def ensure_table(shared: Shared, stop: asyncio.Event, interval: float = 1.
                                                "AttributeType": "S"}],
                         KeySchema=[{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}])
                     log.info("created table %s", table)
-                return
+                    found = await client.describe_table(TableName=table)
+                status = found["Table"].get("TableStatus")
+                if status == "ACTIVE":
+                    ready.set()
+                    return
+                log.info("table %s is %s, not ACTIVE yet", table, status)
+                interval = 0.2
         except client_errors() as exc:
-            if "ResourceInUseException" in repr(exc):  # another client created it meanwhile
-                return
-            log.info("table %s not ensured yet: %s", table, ddb.classify(exc))
+            if "ResourceInUseException" not in repr(exc):  # InUse: another client creates it
+                log.info("table %s not ensured yet: %s", table, ddb.classify(exc))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
 
@@ -226,8 +235,16 @@ def client_errors() -> tuple[type[BaseException], ...]:
 
 
 async def worker(shared: Shared, index: int, stop: asyncio.Event, rate: float,
-                 rng: random.Random) -> None:
-    """Requests at ``rate`` per second (0: back to back) until ``stop``; each one classified."""
+                 rng: random.Random, ready: asyncio.Event | None = None) -> None:
+    """Requests at ``rate`` per second (0: back to back) until ``stop``, once ``ready`` (the
+    table exists) is set; each one classified."""
+    if ready is not None:
+        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(ready.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
     d = shared.cfg.ddb
     resolver = LabResolver(shared.cfg.dns.server_host, shared.cfg.dns.server_port,
                            shared.cache, d.request_timeout / 2, shared.clock)
@@ -295,11 +312,12 @@ async def run(cfg: settings_mod.Settings, out: Path, stop: asyncio.Event, *,
             shared = Shared(cfg, aiobotocore.session.get_session(),
                             ddb.ResolutionCache(cfg.ddb.max_ttl, random.Random(seed)),
                             Recorder(fh), port, clock)
+            ready = asyncio.Event() if create_table else None
             tasks = [asyncio.create_task(worker(shared, i, stop, per_worker,
-                                                random.Random(seed * 1000 + i)))
+                                                random.Random(seed * 1000 + i), ready))
                      for i in range(count)]
-            if create_table:
-                tasks.append(asyncio.create_task(ensure_table(shared, stop)))
+            if ready is not None:
+                tasks.append(asyncio.create_task(ensure_table(shared, stop, ready)))
             try:
                 await asyncio.gather(*tasks)
             finally:

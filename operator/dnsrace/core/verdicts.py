@@ -184,7 +184,7 @@ def judge(record: RunRecord, run_dir: str = "") -> Verdict:
     for key in ("direct_query_regional", "converged", "enactor_phases_on_newest",
                 "conditions_on_newest", "endpoints_on_deleted_plans", "blocked_warnings",
                 "plans_during_faults", "newest_serial", "repair_changed", "repair_restored",
-                "time_to_restore", "stall_attempts"):
+                "time_to_restore", "stall_attempts", "stall_retunes"):
         if key in obs:
             figures[key] = obs[key]
     on_deleted = list(obs.get("endpoints_on_deleted_plans", []))

@@ -104,6 +104,8 @@ class Lab:
         """Every transaction on the lab's keys in the DNS etcd (``store.jsonl``)."""
         self.attempts_at_empty: int | None = None
         """enactor-a's stalls served when the regional records were first removed."""
+        self.stall_retunes: list[dict[str, float]] = []
+        """When and how enactor-a's stall was measured again while the race had not yet hit."""
         self.backend: dynamodb.Backend | None = None
         """DynamoDB Local behind the LB nodes (local mode)."""
         self.outages: list[dict[str, Any]] = []
@@ -511,6 +513,13 @@ class Lab:
         items: list[dict[str, Any]] = result["items"]
         return [{"name": i["metadata"]["name"], "spec": i["spec"],
                  "status": i.get("status", {})} for i in items]
+
+    async def patch_fault(self, name: str, spec: dict[str, Any]) -> None:
+        """Change a live Fault's spec (as ``kubectl edit fault`` would); its target picks the
+        change up from its watch and keeps its counts."""
+        co = client.CustomObjectsApi(self.api)
+        await self.call(f"patch fault {name}", lambda: co.patch_namespaced_custom_object(
+            "dnsrace.io", "v1alpha1", self.ns, "faults", name, {"spec": spec}))
 
     async def delete_faults(self) -> None:
         for fault in await self.faults():

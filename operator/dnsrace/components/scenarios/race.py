@@ -167,7 +167,14 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         # clean-up delay plus a walk of one plan period.
         cycle = ((t1 - t0) / max(1.0, c1 - c0) if c0 is not None and c1 is not None
                  else params.cleanup_delay + period)
-        # Plans seen in the first 6 s have all been deleted (or not) by the end.
+
+        async def plans_measured() -> bool:
+            # A plan lives about keep plan periods plus a clean-up: on a loaded machine longer
+            # than the 10 s above, so the plans seen in its first 6 s may still be alive.
+            lifetime, to_regional = lab.measured(w0, w0 + 6)
+            return len(lifetime) >= 3 and bool(to_regional)
+
+        await wait_until(plans_measured, 30)
         lifetime, to_regional = lab.measured(w0, w0 + 6)
         if len(lifetime) < 3 or not to_regional:
             raise RuntimeError(f"too few plans measured under the slow writes ({len(lifetime)} "
@@ -191,7 +198,8 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
         }
         expect = params.expectation
         if expect.outage or expect.may_empty:
-            await _await_regional_empty(lab, params, t_fault, hold=expect.outage)
+            await _await_regional_empty(lab, params, t_fault, hold=expect.outage, cycle=cycle)
+            observed["stall_retunes"] = lab.stall_retunes
         if not expect.outage:
             await asyncio.sleep(params.window)
         observed["stall_attempts"] = lab.attempts_at_empty
@@ -271,14 +279,19 @@ async def _scraped(prom: prometheus.Handle) -> dict[str, Any]:
 
 
 async def _await_regional_empty(lab: Lab, params: RaceParams, t_fault: float,
-                                hold: bool) -> None:
+                                hold: bool, cycle: float) -> None:
     """Wait until the regional records are removed in the store, at most ``observe`` s; with
     ``hold``, also until CoreDNS has answered NXDOMAIN/NODATA for ``hold`` s (the incident: the
     record stays empty while the planner keeps producing plans)."""
     judged: float | None = None
     deadline = t_fault + params.observe
+    retuned = t_fault
     while True:
         await asyncio.sleep(0.5)
+        if (lab.attempts_at_empty is None and params.stall is None
+                and time.time() - retuned >= RETUNE_AFTER):
+            retuned = time.time()
+            await _retune_stall(lab, params, cycle)
         if lab.attempts_at_empty is None and lab.regional_empty_in_store():
             lab.mark("regional records removed in the DNS etcd")
             stall = [f for f in await lab.faults() if f["name"] == "enactor-a-stall"]
@@ -295,6 +308,30 @@ async def _await_regional_empty(lab: Lab, params: RaceParams, t_fault: float,
             return
         if judged is None and time.time() >= deadline:
             return
+
+
+RETUNE_AFTER = 30.0
+"""Seconds without the regional records' removal after which enactor-a's stall is measured
+again: the plans' lifetime moves with the machine's load once the stall has begun."""
+
+
+async def _retune_stall(lab: Lab, params: RaceParams, cycle: float) -> None:
+    """Re-centre enactor-a's stall on the lifetimes of the plans of the last half minute and
+    widen its jitter with each retune, so the attempts sample a wider span around the window.
+    The race must still happen by itself: only the stall's length changes, as a user tuning
+    ``kubectl edit fault enactor-a-stall`` would."""
+    now = time.time()
+    lifetime, to_regional = lab.measured(now - RETUNE_AFTER - 10, now - 10)
+    if len(lifetime) < 3 or not to_regional:
+        return
+    stall, jitter = params.stall_seconds(lifetime, to_regional, cycle)
+    jitter *= 1 + 0.5 * (len(lab.stall_retunes) + 1)
+    await lab.patch_fault("enactor-a-stall", {"delaySeconds": round(stall, 3),
+                                              "jitterSeconds": round(jitter, 3)})
+    t = lab.mark("stall retuned", stall=round(stall, 3), jitter=round(jitter, 3),
+                 plans_measured=len(lifetime))
+    lab.stall_retunes.append({"t": round(t, 3), "stall": round(stall, 3),
+                              "jitter": round(jitter, 3)})
 
 
 async def _observe_convergence(lab: Lab, params: RaceParams, newest: int,
