@@ -97,7 +97,8 @@ def test_unknown_safeguard_is_refused() -> None:
 
     with pytest.raises(ValueError, match="unknown safeguard single-writr"):
         Safeguards.parse("fencing,single-writr")
-    assert str(Safeguards.parse("on")) == "fencing,protect-active,no-empty,self-heal,serve-stale"
+    assert str(Safeguards.parse("on")) == ("fencing,protect-active,no-empty,self-heal,serve-stale,"
+                                           "dwfm-throttle,propagation-throttle,velocity-control")
 
 
 async def test_single_writer_makes_the_others_wait_while_one_applies() -> None:

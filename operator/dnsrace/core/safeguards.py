@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 
-NAMES = ("fencing", "protect-active", "no-empty", "self-heal", "single-writer", "serve-stale")
-ON = ("fencing", "protect-active", "no-empty", "self-heal", "serve-stale")
+CASCADE = ("dwfm-throttle", "propagation-throttle", "velocity-control")
+"""The cascade's safeguards (docs/cascade.md): DWFM's admission by queue size, the Network
+Manager's rate limiting, the NLB's cap on capacity removed per interval."""
+NAMES = ("fencing", "protect-active", "no-empty", "self-heal", "single-writer", "serve-stale",
+         *CASCADE)
+ON = ("fencing", "protect-active", "no-empty", "self-heal", "serve-stale", *CASCADE)
 """What ``on`` switches on; single-writer is optional, as in the design."""
 ENACTOR = NAMES[:5]
 """The safeguards of the control loop; serve-stale belongs to the DNS data plane."""
@@ -32,6 +36,13 @@ class Safeguards:
     serve_stale: bool = False
     """DNS clients ask CoreDNS's serve-stale port: while the DNS etcd fails, the last answer
     is served; a record really deleted still answers NXDOMAIN (docs/safeguards.md)."""
+    dwfm_throttle: bool = False
+    """DWFM admits re-establish work by queue size, with jittered backoff (``core.dwfm``)."""
+    propagation_throttle: bool = False
+    """The launcher's launches are admitted by the Network Manager's backlog
+    (``core.propagation``): refused ones fail RequestLimitExceeded."""
+    velocity_control: bool = False
+    """An NLB removes at most so much healthy capacity from DNS per interval (``core.nlb``)."""
 
     @classmethod
     def parse(cls, text: str) -> Safeguards:
@@ -54,6 +65,10 @@ class Safeguards:
 
     def __str__(self) -> str:
         return ",".join(self.names()) or "off"
+
+    def cascade(self) -> list[str]:
+        """The names among the cascade's safeguards."""
+        return [n for n in self.names() if n in CASCADE]
 
     def control_loop(self) -> list[str]:
         """The names among the enactors' safeguards (the race's expectation rests on these)."""
