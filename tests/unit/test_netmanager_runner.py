@@ -10,6 +10,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -388,3 +393,52 @@ async def test_run_with_the_api_server_down_logs_once_keeps_its_patches_and_stop
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) >= 5  # one every 0.2 s, and the last on the way out
     assert (lines[-1]["propagated"], lines[-1]["unwritten"], lines[-1]["written"]) == (1, 1, 0)
+
+
+# -- the commands as processes: SIGTERM is a clean exit --------------------------------------
+
+_CLI = ("import typer\n"
+        "from dnsrace.cli import netmanager as m\n"
+        "app = typer.Typer()\n"
+        "app.command('network-manager')(m.network_manager_cmd)\n"
+        "app.command('instances')(m.instances_cmd)\n"
+        "app()\n")
+"""The two commands as the lead registers them in cli/app.py (not registered here)."""
+
+
+@pytest.mark.parametrize("command", [["network-manager", "--out", "nm.jsonl"],
+                                     ["instances"]])
+def test_sigterm_is_a_clean_exit(tmp_path: Any, command: list[str]) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: dead\n"
+        f"clusters: [{{name: dead, cluster: {{server: 'http://127.0.0.1:{DEAD_PORT}'}}}}]\n"
+        "users: [{name: dead, user: {token: none}}]\n"
+        "contexts: [{name: dead, context: {cluster: dead, user: dead}}]\n")
+    env = dict(os.environ, DNSRACE_KUBECONFIG=str(kubeconfig), DNSRACE_NAMESPACE="dnsrace-test",
+               DNSRACE_HTTP_PORT="0", DNSRACE_SAFEGUARDS="propagation-throttle")
+    proc = subprocess.Popen([sys.executable, "-c", _CLI, *command], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = "Network Manager:" if command[0] == "network-manager" else "instance hosts:"
+    seen = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # imports take seconds on a busy machine: wait for its start
+            seen.append(line)
+            if started in line:
+                break
+        time.sleep(1.0)
+        assert proc.poll() is None, "".join(seen)
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=20)
+        output = "".join(seen) + rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output, output
+    if command[0] == "network-manager":
+        assert "propagation-throttle on (max backlog 20)" in output
+        lines = [json.loads(line) for line in (tmp_path / "nm.jsonl").read_text().splitlines()]
+        assert len(lines) >= 2
+        assert lines[-1]["throttle"] is True
