@@ -46,7 +46,7 @@ import prometheus_client
 from kubernetes_asyncio import client
 
 from dnsrace.components import outages, serving
-from dnsrace.core import dwfm, instances, launching, nlb, propagation, safeguards
+from dnsrace.core import instances, launching, safeguards
 from dnsrace.kube import client as kube_client
 from dnsrace.kube import reporting
 
@@ -76,11 +76,6 @@ OUTCOMES = (launching.LAUNCHED, launching.INSUFFICIENT_CAPACITY,
             launching.REQUEST_LIMIT_EXCEEDED, launching.GAVE_UP)
 """The outcomes of ``launcher.jsonl``: a failed attempt counts under its reason."""
 
-KNOWN_SAFEGUARDS = frozenset(safeguards.NAMES) | {dwfm.SAFEGUARD, propagation.SAFEGUARD,
-                                                  nlb.SAFEGUARD}
-"""``components.dwfm.KNOWN_SAFEGUARDS``, built from the same core names: importing
-``components.dwfm`` would register DWFM's metrics on this process's ``/metrics``."""
-
 FLAGS = {"rate": "--rate", "slots": "--slots", "retry_after": "--retry-after",
          "patience": "--patience"}
 """The core's parameter names as the command spells them, for error messages."""
@@ -88,18 +83,13 @@ FLAGS = {"rate": "--rate", "slots": "--slots", "retry_after": "--retry-after",
 
 def throttle_on(text: str) -> bool:
     """Whether ``--safeguards`` / ``DNSRACE_SAFEGUARDS`` switches ``propagation-throttle`` on
-    (the launches then need the Network Manager's admission): ``off`` (``none``, nothing),
-    ``on`` (``all``), or a comma list; an unknown name is a ValueError naming it."""
-    words = [w.strip() for w in text.split(",") if w.strip()]
-    if words in ([], ["off"], ["none"]):
-        return False
-    if words in (["on"], ["all"]):
-        return True
-    unknown = [w for w in words if w not in KNOWN_SAFEGUARDS]
-    if unknown:
-        raise ValueError(f"--safeguards: unknown safeguard {', '.join(unknown)}: use off, on, "
-                         f"or a comma list of {', '.join(sorted(KNOWN_SAFEGUARDS))}")
-    return propagation.SAFEGUARD in words
+    (the launches then need the Network Manager's admission): ``off``, ``on`` or a comma list,
+    as ``core.safeguards.Safeguards.parse`` reads it; an unknown name is a ValueError naming
+    the option and the name."""
+    try:
+        return safeguards.Safeguards.parse(text).propagation_throttle
+    except ValueError as exc:
+        raise ValueError(f"--safeguards: {exc}") from None
 
 
 def params(**values: Any) -> launching.LauncherParams:
