@@ -27,6 +27,7 @@ MODULE_COMPONENTS = {
     "enactor": {"enactor"}, "planner": {"planner"}, "prober": {"prober"},
     "lbnode": {"lbnode"}, "ddbclient": {"ddb-client"}, "dwfm": {"dwfm"},
     "leasestore": {"dwfm"}, "nlbctl": {"nlb"}, "launcher": {"launcher"},
+    "netmanager": {"network-manager"}, "instancehost": {"instances"},
     # Fault injection runs inside every kopf component (its FaultTable).
     "faults": {"planner", "enactor"},
 }
