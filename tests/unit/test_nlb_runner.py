@@ -385,6 +385,11 @@ def test_the_command_says_what_changed() -> None:
     assert nlbctl_describe({"auto_failover": True, "was": True, "failed_over_before": [],
                             "failed_over": [], "added": 0, "removed": 0, "published": 9}) == (
         "NLB automatic AZ failover on (unchanged); 0 targets added, 0 removed, 9 published")
+    assert nlbctl_describe({"auto_failover": True, "was": False, "failed_over_before": [],
+                            "failed_over": ["us-east-1b"], "added": 1, "removed": 5,
+                            "published": 4}) == (
+        "NLB automatic AZ failover on (was off); failed over: us-east-1b; 1 target added, "
+        "5 removed, 4 published")
 
 
 def nlbctl_describe(result: dict[str, object]) -> str:

@@ -134,8 +134,9 @@ def describe(result: dict[str, object]) -> str:
         parts.append(f"failed over: {', '.join(sorted(after - before))}")
     if after and not after - before:
         parts.append(f"still failed over: {', '.join(sorted(after))}")
-    parts.append(f"{result.get('added')} targets added, {result.get('removed')} removed, "
-                 f"{result.get('published')} published")
+    added = result.get("added")
+    parts.append(f"{added} target{'' if added == 1 else 's'} added, {result.get('removed')} "
+                 f"removed, {result.get('published')} published")
     return "; ".join(parts)
 
 
