@@ -136,6 +136,7 @@ def _cli() -> typer.Typer:
     (["network-manager", "--port", "65536"], "--port must be a TCP port"),
     (["instances", "--retry", "0"], "--retry must be more than 0"),
     (["instances", "--port", "-1"], "--port must be a TCP port"),
+    (["instances", "--port", "8080"], "--port 8080 is the instances' own port"),
 ])
 def test_the_commands_refuse_bad_options_before_anything_runs(args: list[str],
                                                               message: str) -> None:

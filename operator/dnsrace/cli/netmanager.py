@@ -16,7 +16,7 @@ import typer
 
 from dnsrace import settings as settings_mod
 from dnsrace.cli import components, console
-from dnsrace.core import propagation
+from dnsrace.core import instances, propagation
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,11 @@ def instances_cmd(
     http_port = _http_port(cfg, port)
     if not retry > 0:
         console.fail(f"--retry must be more than 0 s, got {retry}", code=2)
+    if http_port == instances.ADDRESS_PORT and not bind_all:
+        # Linux refuses a bind of 127.0.20.7:8080 while 0.0.0.0:8080 listens.
+        console.fail(f"--port {http_port} is the instances' own port (endpoint style address: "
+                     f"each listens on its address:{instances.ADDRESS_PORT}); serve /healthz "
+                     "on another (DNSRACE_HTTP_PORT, 18210 in the lab)", code=2)
 
     async def main(stop: asyncio.Event) -> None:
         try:
