@@ -15,7 +15,7 @@ import prometheus_client
 import pytest
 from kubernetes_asyncio import client
 
-from dnsrace.components import instancehost
+from dnsrace.components import instancehost, instancewatch
 from dnsrace.core import instances
 
 PORT = 18450
@@ -168,3 +168,15 @@ async def test_run_closes_every_listener_on_stop_with_the_api_server_down() -> N
         await api.close()
     assert await refused(f"http://127.0.29.10:{PORT}/healthz")
     assert got[0].listeners == {}
+
+
+def test_the_endpoint_is_read_as_host_and_port() -> None:
+    def endpoint(text: object) -> tuple[str, int] | None:
+        return instancewatch.endpoint_of({"status": {"endpoint": text}})
+
+    assert endpoint("127.0.20.7:8080") == ("127.0.20.7", 8080)
+    assert endpoint("instances.dnsrace.svc:20042") == ("instances.dnsrace.svc", 20042)
+    assert endpoint("[::1]:8080") == ("::1", 8080)
+    for bad in ("127.0.20.7", ":8080", "host:0", "host:70000", "host:http", 8080, None):
+        assert endpoint(bad) is None, bad
+    assert instancewatch.endpoint_of({}) is None

@@ -154,8 +154,10 @@ class Listeners:
         site = web.TCPSite(runner, listener.host, listener.port)
         try:
             await site.start()
-        except OSError as exc:
+        except BaseException as exc:
             await runner.cleanup()
+            if not isinstance(exc, OSError):  # cancelled (the Instance went) or a bug
+                raise
             listener.failures += 1
             if listener.failures == 1:
                 log.warning("%s cannot listen on %s (%s): retrying every %.0f s",
