@@ -11,6 +11,7 @@ import json
 import logging
 import time
 import urllib.error
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,10 +19,11 @@ import prometheus_client
 import pytest
 import typer
 from aiohttp.test_utils import TestServer
+from kubernetes_asyncio import client as kube
 from typer.testing import CliRunner
 
 from dnsrace.cli.launcher import launcher_cmd
-from dnsrace.components import dwfm, launcher
+from dnsrace.components import dwfm, launcher, outages
 from dnsrace.core import dwfm as core_dwfm
 from dnsrace.core import instances, launching
 
@@ -329,3 +331,66 @@ async def test_slots_of_earlier_instances_stay_used() -> None:
     assert attempt.droplet == "droplet-003"  # us-east-1a's other droplet; 000 is full
     assert runner.planner.write(attempt).name == "i-000042"
     runner.close()
+
+
+# -- an API server that does not answer ------------------------------------------------------
+
+DEAD_API_PORT = 18478
+"""Nothing listens here: every API call is refused."""
+
+
+def _dead_api() -> kube.ApiClient:
+    cfg = kube.Configuration()
+    cfg.host = f"http://127.0.0.1:{DEAD_API_PORT}"
+    return kube.ApiClient(configuration=cfg)
+
+
+async def test_the_writer_keeps_every_write_in_order_while_the_api_server_is_away(
+        caplog: pytest.LogCaptureFixture) -> None:
+    api = _dead_api()
+    writer = launcher.Writer(api, "dnsrace-test")
+    writer.backoff = outages.Backoff(0.01, 0.02)
+    planner = launcher.Planner(launcher.Options())
+    attempts = [launching.Attempt(t=1000.0 + n, request=n, attempt=1, az=launching.AZS[n % 3],
+                                  outcome=launching.FAILED,
+                                  reason=launching.INSUFFICIENT_CAPACITY) for n in range(3)]
+    for a in attempts:
+        writer.put(planner.write(a))
+    caplog.set_level(logging.INFO, logger="dnsrace.components.launcher")
+    waits = [await writer.step() for _ in range(3)]
+    assert all(w is not None and w > 0 for w in waits)
+    assert [w.name for w in writer.queue] == ["i-000001", "i-000002", "i-000003"]
+    assert not writer.queue[0].created
+    assert (writer.written, writer.dropped) == (0, 0)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("the API server unreachable" in m for m in messages) == 1, messages
+    stop = asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    await writer.drain(0.05)  # nothing reachable: it gives up in time, the writes kept
+    assert len(writer.queue) == 3
+    await api.close()
+
+
+async def test_run_with_the_api_server_down_waits_and_stops_cleanly(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: dead\n"
+        f"clusters: [{{name: dead, cluster: {{server: 'http://127.0.0.1:{DEAD_API_PORT}'}}}}]\n"
+        "users: [{name: dead, user: {token: x}}]\n"
+        "contexts: [{name: dead, context: {cluster: dead, user: dead}}]\n")
+    out = tmp_path / "launcher.jsonl"
+    caplog.set_level(logging.INFO, logger="dnsrace.components.launcher")
+    stop = asyncio.Event()
+    task = asyncio.create_task(launcher.run(
+        launcher.Options(out=out, dwfm_url=f"http://127.0.0.1:{DEAD_PORT}"), kubeconfig, stop))
+    await asyncio.sleep(1.5)
+    assert not task.done()
+    stop.set()
+    runner = await asyncio.wait_for(task, 10)
+    assert runner.core is None  # never numbered, never placed
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("the API server unreachable" in m for m in messages) == 1, messages

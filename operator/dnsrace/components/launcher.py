@@ -643,6 +643,9 @@ async def _numbering(runner: Runner, api: client.ApiClient, namespace: str,
             highest, used = await existing(api, namespace)
         except Exception as exc:
             what = outages.describe(exc)
+            if what is None and kube_client.status_of(exc) == 404:
+                what = ("the Instance CRD is not installed (manifests/crds/"
+                        "instances.dnsrace.io.yaml); waiting for it")
             if what is None:
                 raise
             state.failed(what)
