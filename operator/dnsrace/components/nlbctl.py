@@ -585,6 +585,7 @@ class Runner:
                 raise
             except stores.ChangeRejected as exc:  # the name moved between read and write
                 log.info("record write refused, writing again: %s", exc)
+                await _sleep(stop, self.options.tick)
                 self._dirty.set()
             except Exception as exc:
                 self.write_failures += 1
