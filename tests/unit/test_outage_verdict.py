@@ -73,7 +73,7 @@ def test_the_cascade_shows_its_six_phases_in_order() -> None:
     assert p[outage.COLLAPSE].end == 1195.0  # every lease back
     assert p[outage.BACKLOG] == outage.Span(1200.0, 1300.0)
     assert p[outage.FLAPPING].start == 1206.0  # the first flip counted
-    assert p[outage.RECOVERY].start == 1300.0 and p[outage.RECOVERY].end == 1300.0
+    assert p[outage.RECOVERY] == outage.Span(1300.0, 1300.0)
     assert judged.figures["goodput_until_restart"] == 0.0
     assert judged.figures["launch_failures"] == {"InsufficientCapacity": 110}
 

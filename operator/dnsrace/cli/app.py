@@ -6,7 +6,20 @@ import signal
 
 import typer
 
-from dnsrace.cli import bench, cascade, check, components, demo, local, report, scenario, setup
+from dnsrace.cli import (
+    bench,
+    cascade,
+    check,
+    components,
+    demo,
+    launcher,
+    local,
+    netmanager,
+    nlb,
+    report,
+    scenario,
+    setup,
+)
 from dnsrace.cli import status as status_cli
 
 app = typer.Typer(
@@ -29,6 +42,10 @@ app.command("bench")(bench.bench_cmd)
 app.command("check")(check.check_cmd)
 app.command("report")(report.report_cmd)
 app.add_typer(cascade.dwfm_app, name="dwfm")
+app.command("launcher")(launcher.launcher_cmd)
+app.command("network-manager")(netmanager.network_manager_cmd)
+app.command("instances")(netmanager.instances_cmd)
+app.add_typer(nlb.nlb_app, name="nlb")
 app.command("status")(status_cli.status_cmd)
 
 
