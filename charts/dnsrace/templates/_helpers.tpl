@@ -136,3 +136,46 @@ volumes:
 {{- define "dnsrace.dynamodbBackend" -}}
 {{ printf "dynamodb-local.%s.svc.%s:8000" .Release.Namespace .Values.dns.clusterDomain }}
 {{- end }}
+
+{{/*
+The cascade's Services, as the launcher and the NLB reach them (cascade.enabled): DWFM's
+GET /leases, the Network Manager's POST /admit, and the instances' host (a headless Service:
+its name resolves to the instances pod's own IP, see cascade.yaml).
+*/}}
+{{- define "dnsrace.serviceHost" -}}
+{{ printf "%s.%s.svc.%s" .name .root.Release.Namespace .root.Values.dns.clusterDomain }}
+{{- end }}
+
+{{/*
+One cascade component as a single-replica Deployment (docs/cascade.md):
+(dict "root" $ "component" "dwfm" "args" (list ...) "token" false "resources" ... "dnsEtcd" false)
+Recreate: two pods of one component would be two launchers numbering the same requests, two
+NLBs writing one record, two DWFMs renewing one fleet, two hosts of the same endpoints.
+*/}}
+{{- define "dnsrace.cascadeDeployment" -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .component }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "dnsrace.labels" .root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+spec:
+  replicas: 1
+  strategy: {type: Recreate}
+  selector:
+    matchLabels:
+      {{- include "dnsrace.selector" (dict "root" .root "component" .component) | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "dnsrace.labels" .root | nindent 8 }}
+        app.kubernetes.io/component: {{ .component }}
+      annotations:
+        {{- include "dnsrace.scrapeAnnotations" (dict "port" 8080) | nindent 8 }}
+    spec:
+      {{- include "dnsrace.componentPod" (dict "root" .root "component" .component "args" .args
+            "serviceAccount" .component "automountToken" .token "resources" .resources
+            "dnsEtcd" .dnsEtcd) | nindent 6 }}
+{{- end }}
