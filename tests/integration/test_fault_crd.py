@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
 
+from dnsrace.components.scenarios.lab import Lab, LabParams
 from tests.conftest import Cluster
 
 NS = "dnsrace-fault-test"
@@ -75,3 +78,19 @@ async def test_a_hold_at_an_endpoint_with_a_skip_is_accepted(api: client.ApiClie
     created = await client.CustomObjectsApi(api).create_namespaced_custom_object(
         "dnsrace.io", "v1alpha1", NS, "faults", body)
     assert (created["spec"]["action"], created["spec"]["skip"]) == ("hold", 2)
+
+
+async def test_a_live_fault_is_retuned_in_place(cluster: Cluster, api: client.ApiClient,
+                                                tmp_path: Path) -> None:
+    """The race's retune (``Lab.patch_fault``) changes a live Fault's delay and jitter by a
+    merge patch: the rest of the spec and its status stay."""
+    cfg = dataclasses.replace(cluster.cfg, kube=dataclasses.replace(cluster.cfg.kube,
+                                                                     namespace=NS))
+    body = fault(jitterSeconds=0.2, endpoints=["dynamodb.us-east-1.sim.internal"])
+    name = body["metadata"]["name"]
+    co = client.CustomObjectsApi(api)
+    await co.create_namespaced_custom_object("dnsrace.io", "v1alpha1", NS, "faults", body)
+    async with Lab(cfg, LabParams(), tmp_path, lambda _: None) as lab:
+        await lab.patch_fault(name, {"delaySeconds": 2.5, "jitterSeconds": 0.7})
+    got = await co.get_namespaced_custom_object("dnsrace.io", "v1alpha1", NS, "faults", name)
+    assert got["spec"] == dict(body["spec"], delaySeconds=2.5, jitterSeconds=0.7)

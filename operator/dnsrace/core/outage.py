@@ -30,8 +30,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+from dnsrace.core import ddb, observations
 
 DNS_EMPTY = "dns-empty"
 LEASES = "leases-expiring"
@@ -87,6 +91,42 @@ class Records:
     launcher: Sequence[Mapping[str, Any]] = ()
     network: Sequence[Mapping[str, Any]] = ()
     nlb: Sequence[Mapping[str, Any]] = ()
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    """A JSON-lines file's objects (none if it is missing); a torn last line is skipped."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def load(run_dir: Path, t_end: float | None = None) -> tuple[Records, Steps, str]:
+    """The records of an ``outage-2025`` run folder (also while it runs: ``t_end`` then is
+    now), the runner's steps and the expectation's kind, from ``observed.json``."""
+    obs = json.loads((run_dir / "observed.json").read_text()) \
+        if (run_dir / "observed.json").exists() else {}
+    t_fault = float(obs.get("t_fault", 0.0))
+    probes = run_dir / "prober.jsonl"
+    summary = observations.analyze(observations.load(probes) if probes.exists() else [],
+                                   since=t_fault, failures_are_empty=False)
+    regional = summary.endpoints.get(str(obs.get("regional", "")))
+    windows = [(w.start, w.end) for w in regional.windows] if regional else []
+    clients = run_dir / "ddb-client.jsonl"
+    requests = sorted(ddb.load_requests(clients), key=lambda r: r.t) if clients.exists() else []
+    rec = Records(
+        t_fault=t_fault, t_end=float(obs.get("t_end", t_end or 0.0)), empty_windows=windows,
+        client_outcomes=[(r.t, r.outcome) for r in requests],
+        dwfm=_lines(run_dir / "dwfm.jsonl"), launcher=_lines(run_dir / "launcher.jsonl"),
+        network=_lines(run_dir / "netmanager.jsonl"), nlb=_lines(run_dir / "nlb.jsonl"))
+    steps = Steps(**{k: v for k, v in (obs.get("steps") or {}).items()
+                     if k in {f.name for f in dataclasses.fields(Steps)}})
+    return rec, steps, str(obs.get("kind", CASCADE))
 
 
 def _after(rows: Sequence[Mapping[str, Any]], t: float) -> list[Mapping[str, Any]]:

@@ -519,7 +519,8 @@ class Lab:
         change up from its watch and keeps its counts."""
         co = client.CustomObjectsApi(self.api)
         await self.call(f"patch fault {name}", lambda: co.patch_namespaced_custom_object(
-            "dnsrace.io", "v1alpha1", self.ns, "faults", name, {"spec": spec}))
+            "dnsrace.io", "v1alpha1", self.ns, "faults", name, {"spec": spec},
+            _content_type="application/merge-patch+json"))  # type: ignore[call-arg]
 
     async def delete_faults(self) -> None:
         for fault in await self.faults():
