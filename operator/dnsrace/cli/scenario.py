@@ -12,10 +12,12 @@ import typer
 
 from dnsrace import settings as settings_mod
 from dnsrace.cli import console
+from dnsrace.cli import outage as outage_cli
 from dnsrace.components.scenarios import chaos as chaos_run
+from dnsrace.components.scenarios import outage as outage_run
 from dnsrace.components.scenarios import race
 from dnsrace.components.scenarios import replay as replay_run
-from dnsrace.core import chaos, verdicts
+from dnsrace.core import chaos, outage, verdicts
 from dnsrace.core import replay as replay_core
 from dnsrace.core.safeguards import Safeguards
 
@@ -217,7 +219,8 @@ def run(
     name: Annotated[str, typer.Argument(
         help="race: the incident's faults; chaos: kill, pause and restart each component "
         "and part of the control plane, one at a time; replay: a `dnsrace check -o json` "
-        "counterexample on the real enactors")],
+        "counterexample on the real enactors; outage-2025: the race, then the cascade "
+        "(DWFM, launcher, Network Manager, NLB) and the recovery")],
     trace: Annotated[Path | None, typer.Argument(
         help="replay: the `dnsrace check -o json` report", exists=True,
         dir_okay=False)] = None,
@@ -236,10 +239,38 @@ def run(
     prop: Annotated[str | None, typer.Option(
         "--property", help="replay: the counterexample to replay (default: never-empty, "
         "else the report's first)")] = None,
+    outside_fault: Annotated[bool, typer.Option(
+        help="outage-2025: pause DynamoDB Local for --outage s instead of the race (an "
+        "outage no DNS safeguard helps with)")] = False,
+    outage_seconds: Annotated[float, typer.Option(
+        "--outage", min=1, help="outage-2025: seconds the record stays empty before the "
+        "repair (or DynamoDB Local stays paused)")] = 45.0,
+    dwfm_restart_after: Annotated[float, typer.Option(
+        min=0, help="outage-2025: seconds after DynamoDB answers again at which "
+        "`dnsrace dwfm restart --throttle` is taken (safeguards off)")] = 40.0,
+    failover_off_after: Annotated[float, typer.Option(
+        min=0, help="outage-2025: seconds after DynamoDB answers again at which "
+        "`dnsrace nlb failover off` is taken (safeguards off)")] = 150.0,
 ) -> None:
     """Run a scenario; exit 1 when what was observed contradicts the expectation."""
-    if name not in ("race", "chaos", "replay"):
-        console.fail(f"unknown scenario {name!r}: available: race, chaos, replay", code=2)
+    if name not in ("race", "chaos", "replay", "outage-2025"):
+        console.fail(f"unknown scenario {name!r}: available: race, chaos, replay, outage-2025",
+                     code=2)
+    if name == "outage-2025":
+        sg = safeguards or "off"
+        try:
+            kind = outage_run.OutageParams(safeguards=Safeguards.parse(sg),
+                                           outside_fault=outside_fault).kind
+        except ValueError as exc:
+            console.fail(str(exc), code=2)
+        console.progress(f"outage-2025, safeguards {sg}: expected: {outage.EXPECTED[kind]}")
+        ok = outage_cli.run(sg, repeat, runs_dir, outside_fault=outside_fault,
+                            outage_seconds=outage_seconds, dwfm_restart_after=dwfm_restart_after,
+                            failover_off_after=failover_off_after)
+        console.console.print(f"\n{sum(ok)}/{len(ok)} runs as expected")
+        if not all(ok):
+            raise typer.Exit(1)
+        return
     if (name == "replay") != (trace is not None):
         console.fail("replay takes a trace (dnsrace check -o json > trace.json), and only "
                      "replay does", code=2)
