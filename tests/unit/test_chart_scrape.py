@@ -9,10 +9,12 @@ from typing import Any
 
 from tests.packaging_support import render
 
-DDB = ("--set", "ddb.enabled=true")
+DDB = ("--set", "ddb.enabled=true", "--set", "cascade.enabled=true")
+"""Every optional part on: the data path and the cascade (which needs it)."""
 EXPECTED_PORTS = {
     "planner": 8080, "enactor-a": 8080, "enactor-b": 8080, "enactor-c": 8080,
     "prober": 8080, "lbnode": 8080, "ddb-client": 8080,
+    "dwfm": 8080, "launcher": 8080, "network-manager": 8080, "instances": 8080, "nlb": 8080,
     "dnsrace-coredns": 9153, "dns-etcd": 2381,
 }
 """Workload -> metrics port. The dnsrace components serve /metrics on DNSRACE_HTTP_PORT
