@@ -152,7 +152,8 @@ def test_the_args_are_options_the_cli_has(objs: list[dict[str, Any]]) -> None:
         with command.make_context(args[0], list(args[1:])) as ctx:
             assert ctx.params, name
         if isinstance(command, click.Group):
-            assert ctx.protected_args == [] and ctx.args == [], f"{name}: no subcommand"
+            assert ctx.protected_args == [], f"{name}: no subcommand"
+            assert ctx.args == [], f"{name}: no subcommand"
 
 
 def _cli_defaults(command: str) -> dict[str, Any]:
@@ -185,8 +186,10 @@ def test_values_defaults_are_the_components_defaults() -> None:
 
 
 def test_changed_values_reach_the_args() -> None:
-    objs = render(*ON, "--set", "cascade.dwfm.droplets=50", "--set", "cascade.dwfm.provision=false",
-                  "--set", "cascade.launcher.patience=120", "--set-json", "cascade.launcher.rate=2.5",
+    objs = render(*ON, "--set", "cascade.dwfm.droplets=50",
+                  "--set", "cascade.dwfm.provision=false",
+                  "--set", "cascade.launcher.patience=120",
+                  "--set-json", "cascade.launcher.rate=2.5",
                   "--set", "cascade.instances.portBase=30000",
                   "--set", "cascade.nlb.name=web.us-east-1.sim.internal",
                   "--set-json", "cascade.nlb.failoverShare=0.25",
@@ -269,7 +272,8 @@ def test_each_role_grants_exactly_the_calls_the_code_makes(
     assert granted == needed, f"{name}: granted {sorted(granted - needed)} beyond the code, " \
                               f"missing {sorted(needed - granted)}"
     if not needed:
-        assert role is None and f"dnsrace-{name}" not in by_kind(objs, "RoleBinding")
+        assert role is None
+        assert f"dnsrace-{name}" not in by_kind(objs, "RoleBinding")
         return
     binding = by_kind(objs, "RoleBinding")[f"dnsrace-{name}"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
