@@ -62,6 +62,10 @@ def test_rendered_chart_is_accepted_by_the_server(cluster: Cluster, pkg_ns: str)
                           '"durationSeconds":10}}]',
         ),
         "kind values": ("-f", str(ROOT / "kind" / "values.yaml")),
+        "cascade": ("--set", "ddb.enabled=true", "--set", "cascade.enabled=true",
+                    "--set-json", 'safeguards="dwfm-throttle,propagation-throttle,'
+                                  'velocity-control"',
+                    "--set", "cascade.launcher.patience=600"),
     }.items():
         out = helm_template(*args, namespace=pkg_ns)
         assert out.returncode == 0, out.stderr
@@ -74,7 +78,7 @@ def test_manifests_are_accepted_by_the_server(cluster: Cluster) -> None:
     built = cluster.kubectl("kustomize", str(ROOT / "manifests"))
     assert built.returncode == 0, built.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(built.stdout) if d]
-    assert kinds.count("CustomResourceDefinition") == 2
+    assert kinds.count("CustomResourceDefinition") == 3  # DnsPlan, Fault, Instance
     assert "Namespace" in kinds
     sources = {"kubectl kustomize manifests": built.stdout}
     for path in sorted((ROOT / "manifests").rglob("*.yaml")):
@@ -159,6 +163,27 @@ NOTHING = [
     ("list", "endpointslices.discovery.k8s.io", ""), ("get", "secrets", ""),
     ("create", "leases.coordination.k8s.io", ""),
 ]
+# The cascade (cascade.enabled): exactly the calls each component's code makes
+# (tests/unit/test_cascade_chart.py reads them from the code).
+CASCADE_ALLOWED = {
+    "launcher": [("create", "instances.dnsrace.io", ""), ("list", "instances.dnsrace.io", ""),
+                 ("patch", "instances.dnsrace.io", "status"), ("create", "events", "")],
+    "network-manager": [("list", "instances.dnsrace.io", ""),
+                        ("watch", "instances.dnsrace.io", ""),
+                        ("patch", "instances.dnsrace.io", "status"), ("create", "events", "")],
+    "instances": [("list", "instances.dnsrace.io", ""), ("watch", "instances.dnsrace.io", "")],
+    "nlb": [("list", "instances.dnsrace.io", ""), ("watch", "instances.dnsrace.io", "")],
+    "dwfm": [],
+}
+CASCADE_DENIED = [
+    ("get", "instances.dnsrace.io", ""), ("update", "instances.dnsrace.io", ""),
+    ("patch", "instances.dnsrace.io", ""), ("delete", "instances.dnsrace.io", ""),
+    ("deletecollection", "instances.dnsrace.io", ""), ("update", "instances.dnsrace.io", "status"),
+    ("patch", "events", ""), ("create", "events.events.k8s.io", ""),
+    ("get", "dnsplans.dnsrace.io", ""), ("list", "faults.dnsrace.io", ""),
+    ("get", "secrets", ""), ("get", "configmaps", ""), ("create", "pods", ""),
+    ("create", "leases.coordination.k8s.io", ""),
+]
 # Cluster-wide: nobody gets anything (kopf runs namespaced and tolerates not listing these).
 CLUSTER_DENIED = [
     ("list", "namespaces", ""), ("watch", "customresourcedefinitions.apiextensions.k8s.io", ""),
@@ -176,9 +201,17 @@ def _table() -> list[tuple[str, tuple[str, str, str], bool, bool]]:
         rows += [(enactor, check, False, False) for check in ENACTOR_DENIED]
     for sa in ("prober", "lbnode", "dnsrace-coredns", "dns-etcd"):
         rows += [(sa, check, False, False) for check in NOTHING]
-    for sa in ("planner", *ENACTORS, "prober", "lbnode"):
+    for sa, allowed in CASCADE_ALLOWED.items():
+        rows += [(sa, check, True, False) for check in allowed]
+        denied = dict.fromkeys(CASCADE_DENIED + NOTHING + ALL_INSTANCE_CALLS)
+        rows += [(sa, check, False, False) for check in denied if check not in allowed]
+    for sa in ("planner", *ENACTORS, "prober", "lbnode", *CASCADE_ALLOWED):
         rows += [(sa, check, False, True) for check in CLUSTER_DENIED]
     return rows
+
+
+ALL_INSTANCE_CALLS = sorted({c for checks in CASCADE_ALLOWED.values() for c in checks})
+"""Each call any cascade component may make: the others must be refused it."""
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +219,9 @@ def rbac_ns(cluster: Cluster) -> Iterator[str]:
     """The chart's ServiceAccounts, Roles and RoleBindings, really applied to a throwaway
     namespace (rendered for it with --namespace), so that can-i answers about them."""
     _namespace(cluster, RBAC_NS, {"app.kubernetes.io/part-of": "dnsrace-tests"})
-    out = helm_template(namespace=RBAC_NS)
+    # Every optional part on, so that the cascade's accounts and Roles are in the table too.
+    out = helm_template("--set", "ddb.enabled=true", "--set", "cascade.enabled=true",
+                        namespace=RBAC_NS)
     assert out.returncode == 0, out.stderr
     rbac = [d for d in yaml.safe_load_all(out.stdout)
             if d and d["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
@@ -339,5 +374,6 @@ def test_image_install_step_works_here(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=60, check=False,
                               env={"PATH": os.environ["PATH"], "COLUMNS": "200"})
     assert helptext.returncode == 0, helptext.stderr
-    for command in ("planner", "enactor", "prober", "lbnode"):
+    for command in ("planner", "enactor", "prober", "lbnode", "ddb-client", "dwfm", "launcher",
+                    "network-manager", "instances", "nlb"):
         assert f" {command} " in helptext.stdout, f"`dnsrace {command}` missing from the image"
