@@ -60,6 +60,49 @@ def test_optional_parts() -> None:
         scrape.lab_targets([f"enactor-{x}" for x in "abcde"])
 
 
+def test_the_cascade_at_the_labs_ports() -> None:
+    """``cascade=True`` adds the five components at their lab ports, between the LB nodes and
+    CoreDNS; the race's targets stay as they were."""
+    race = scrape.lab_targets(ENACTORS)
+    both = scrape.lab_targets(ENACTORS, cascade=True)
+    assert [t for t in both if t.job not in scrape.CASCADE_PORTS] == race
+    jobs = _jobs(scrape.render(both))
+    assert {job: jobs[job] for job in scrape.CASCADE_PORTS} == {
+        "dwfm": {"dwfm": "127.0.0.1:18207"},
+        "launcher": {"launcher": "127.0.0.1:18208"},
+        "network-manager": {"network-manager": "127.0.0.1:18209"},
+        "instances": {"instances": "127.0.0.1:18210"},
+        "nlb": {"nlb": "127.0.0.1:18211"},
+    }
+    assert [t.job for t in both][-6:] == [*scrape.CASCADE_PORTS, "coredns"]
+    # DWFM's port given wins; it is listed once.
+    moved = scrape.lab_targets(ENACTORS, dwfm_port=18310, cascade=True, coredns=None)
+    assert [t.address for t in moved if t.job == "dwfm"] == ["127.0.0.1:18310"]
+    assert [t.job for t in moved][-5:] == list(scrape.CASCADE_PORTS)
+    # Without the flag, dwfm_port alone adds DWFM alone, as before.
+    alone = scrape.lab_targets(ENACTORS, dwfm_port=18207)
+    assert [t.job for t in alone if t.job in scrape.CASCADE_PORTS] == ["dwfm"]
+
+
+def test_cascade_ports_agree_with_the_lab_and_the_components() -> None:
+    """The lab's outage scenario starts them there, and the launcher's defaults reach DWFM and
+    the Network Manager there; every job is a component the metrics reference knows."""
+    import typer.main
+
+    from dnsrace.cli import app as cli_app  # the CLI's defaults, as `dnsrace launcher` has them
+    from dnsrace.components.scenarios import outage
+    from tests import metrics_support
+
+    assert outage.PORTS == scrape.CASCADE_PORTS
+    group = typer.main.get_command(cli_app.app)
+    launcher = {p.name: p.default for p in getattr(group, "commands", {})["launcher"].params}
+    assert launcher["dwfm_url"] == f"http://127.0.0.1:{scrape.CASCADE_PORTS['dwfm']}"
+    assert launcher["admit_url"] == \
+        f"http://127.0.0.1:{scrape.CASCADE_PORTS['network-manager']}/admit"
+    served = set().union(*metrics_support.MODULE_COMPONENTS.values())
+    assert set(scrape.CASCADE_PORTS) <= served
+
+
 def test_render_global_settings() -> None:
     config = yaml.safe_load(scrape.render(scrape.lab_targets(ENACTORS), lab="race-off-1"))
     assert config["global"] == {"scrape_interval": "1s", "scrape_timeout": "1s",

@@ -7,7 +7,8 @@ addresses are data the lab already decides (``Lab.start_components``: component 
 checked without a Prometheus or a cluster.
 
 One static job per component kind (``planner``, ``enactor``, ``prober``, ``ddb-client``,
-``lbnode``, ``dwfm``, ``coredns``), so ``job`` says what a series is from and ``instance``
+``lbnode``, ``coredns``, and the cascade's ``dwfm``, ``launcher``, ``network-manager``,
+``instances``, ``nlb``), so ``job`` says what a series is from and ``instance``
 which process; every target also carries a ``process`` label with the process's own name
 (``enactor-a``, ``lbnode-3``), the name the lab, the Faults and the report use. Not
 ``component``: ``dnsrace_fault_injections_total`` has a label of that name, which a target
@@ -34,6 +35,12 @@ LBNODE_PORT = 8080
 """LB nodes serve /health and /metrics on their own address (``components.lbnode.PORT``)."""
 COREDNS_METRICS = "127.0.0.1:19153"
 """The local plane's CoreDNS ``prometheus`` plugin (``LocalPlane.coredns_metrics_port``)."""
+CASCADE_PORTS = {"dwfm": 18207, "launcher": 18208, "network-manager": 18209,
+                 "instances": 18210, "nlb": 18211}
+"""The cascade's components (docs/cascade.md) and the HTTP ports the lab gives them (each its
+``DNSRACE_HTTP_PORT``), in the order they are listed: after the race's, whatever the race's
+base port (the outage scenario's ``PORTS``; the launcher's default ``--dwfm-url`` and
+``--admit-url`` name 18207 and 18209)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +64,16 @@ def lab_targets(
     lb_nodes: int = 6,
     ddb_client: bool = True,
     dwfm_port: int | None = None,
+    cascade: bool = False,
     coredns: str | None = COREDNS_METRICS,
     host: str = "127.0.0.1",
 ) -> list[Target]:
     """Every component ``Lab.start_components`` starts, at the address it gives it: the planner
     on ``base_port``, enactor ``i`` on ``base_port + 1 + i``, the prober on ``base_port + 5``,
     the DynamoDB clients on ``base_port + 6``, LB node ``i`` on ``127.0.10.<i+1>:8080``; DWFM
-    when it runs (its ``DNSRACE_HTTP_PORT``) and CoreDNS's own metrics when given."""
+    when it runs (``dwfm_port``, its ``DNSRACE_HTTP_PORT``); with ``cascade``, all five of the
+    cascade's components at ``CASCADE_PORTS`` (DWFM at ``dwfm_port`` when given); and
+    CoreDNS's own metrics when given."""
     if len(enactors) > PROBER_OFFSET - ENACTOR_OFFSET:
         raise ValueError(f"at most {PROBER_OFFSET - ENACTOR_OFFSET} enactors fit between the "
                          f"planner's port and the prober's, got {len(enactors)}")
@@ -76,7 +86,12 @@ def lab_targets(
                               f"{host}:{base_port + DDB_CLIENT_OFFSET}"))
     targets += [Target("lbnode", f"lbnode-{i}", f"{LBNODE_PREFIX}{i + 1}:{LBNODE_PORT}")
                 for i in range(lb_nodes)]
-    if dwfm_port is not None:
+    if cascade:
+        ports = dict(CASCADE_PORTS)
+        if dwfm_port is not None:
+            ports["dwfm"] = dwfm_port
+        targets += [Target(job, job, f"{host}:{port}") for job, port in ports.items()]
+    elif dwfm_port is not None:
         targets.append(Target("dwfm", "dwfm", f"{host}:{dwfm_port}"))
     if coredns is not None:
         targets.append(Target("coredns", "coredns", coredns))
