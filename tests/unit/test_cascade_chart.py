@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,15 @@ import yaml
 
 from dnsrace.cli import app as cli_app
 from dnsrace.core import instances, safeguards
-from tests.packaging_support import LAYOUT, ROOT, by_kind, helm_template, pod_specs, render
+from tests.packaging_support import (
+    LAYOUT,
+    ROOT,
+    by_kind,
+    helm_template,
+    packaging_tools,
+    pod_specs,
+    render,
+)
 
 ON = ("--set", "ddb.enabled=true", "--set", "cascade.enabled=true")
 CASCADE = ("dwfm", "launcher", "network-manager", "instances", "nlb")
@@ -63,6 +72,12 @@ def test_off_by_default_and_the_default_render_is_unchanged() -> None:
     assert not {"dwfm", "network-manager", "instances"} & by_kind(objs, "Service").keys()
     assert not {f"dnsrace-{c}" for c in CASCADE} & by_kind(objs, "Role").keys()
     assert "instances-from-nlb" not in by_kind(objs, "NetworkPolicy")
+
+
+def test_helm_lint_strict_passes_with_the_cascade() -> None:
+    out = subprocess.run([str(packaging_tools()["helm"]), "lint", "--strict", str(LAYOUT.chart),
+                          *ON], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_cascade_needs_the_data_path() -> None:
