@@ -34,7 +34,7 @@ from dnsrace import settings as settings_mod
 from dnsrace.components import repairing
 from dnsrace.components.scenarios import racefaults
 from dnsrace.components.scenarios.lab import Lab, Report, dns_query, wait_until
-from dnsrace.core import dwfm, instances, nlb, outage, records, scrape, verdicts
+from dnsrace.core import dwfm, instances, nlb, outage, records, verdicts
 
 PORTS = {"dwfm": 18207, "launcher": 18208, "network-manager": 18209, "instances": 18210,
          "nlb": 18211}
@@ -46,16 +46,18 @@ class OutageParams(racefaults.RaceFaultParams):
     outside_fault: bool = False
     """Pause DynamoDB Local for ``outage`` s instead of the race (the backend unreachable from
     outside: no DNS safeguard can help; the cascade's safeguards must)."""
-    outage: float = 45.0
+    outage: float = 60.0
     """Seconds the regional record stays empty (from the first empty answer) before the repair;
     with ``outside_fault``, seconds DynamoDB Local stays paused. Long enough for every lease
     to expire (a missed renewal plus the 12 s lease) with the whole fleet queued."""
-    warmup: float = 30.0
-    """Seconds of launches before the fault, once the leases are held: the NLB's old targets."""
-    dwfm_restart_after: float = 40.0
+    warmup: float = 10.0
+    """Seconds of launches before the race's faults, once the leases are held. The NLB's old
+    targets are what the launcher placed until the leases expired: with a 0.5 failover share
+    an AZ fails over only when the burst's unready instances outnumber them."""
+    dwfm_restart_after: float = 60.0
     """Seconds after DynamoDB answers again (the clients' first success) at which the manual
     step ``dnsrace dwfm restart --throttle`` is taken (safeguards off; AWS: 4:14 AM)."""
-    failover_off_after: float = 150.0
+    failover_off_after: float = 120.0
     """Seconds after DynamoDB answers again at which ``dnsrace nlb failover off`` is taken
     (safeguards off; AWS: 9:36 AM)."""
     window: float = 60.0
@@ -140,8 +142,9 @@ def _observed(lab: Lab, params: OutageParams, extra: dict[str, Any]) -> dict[str
             "nlb": nlb_name(lab.cfg), **extra}
 
 
-def _write_observed(lab: Lab, observed: dict[str, Any]) -> None:
-    (lab.run_dir / "observed.json").write_text(json.dumps(observed, indent=1))
+def _write_observed(lab: Lab, params: OutageParams, extra: dict[str, Any]) -> None:
+    body = _observed(lab, params, extra)
+    (lab.run_dir / "observed.json").write_text(json.dumps(body, indent=1))
 
 
 async def _reachable_again(lab: Lab, after: float, timeout: float) -> float | None:
@@ -172,12 +175,13 @@ async def _manual_step(lab: Lab, at: float, what: str, url: str) -> float | None
     return lab.mark(f"manual step: {what}", answer=answer)
 
 
-async def _await_recovery(lab: Lab, observed: dict[str, Any], limit: float) -> bool:
+async def _await_recovery(lab: Lab, params: OutageParams, extra: dict[str, Any],
+                          limit: float) -> bool:
     """Until every phase that appeared has ended and the signals stayed normal (the
     verdict's own recovery criterion), at most ``limit`` s."""
 
     async def recovered() -> bool:
-        _write_observed(lab, observed)
+        _write_observed(lab, params, extra)
         rec, _, _ = outage.load(lab.run_dir, t_end=time.time())
         found = outage.detect(rec)
         rec_span = found.phases.get(outage.RECOVERY)
@@ -199,9 +203,7 @@ async def run_outage(cfg: settings_mod.Settings, params: OutageParams, run_dir: 
         await _clear(lab)
         lab.mark("lab reset", kind=kind)
         await lab.follow_lifecycle()
-        cascade_targets = [scrape.Target(job, job, f"127.0.0.1:{port}")
-                           for job, port in PORTS.items()]
-        prom = await racefaults.start_data_path(lab, params, cascade_targets)
+        prom = await racefaults.start_data_path(lab, params, cascade=True)
         await _start_cascade(lab, params)
         await _leases_held(lab)
         lab.mark("DWFM holds every lease; launches begin", warmup=params.warmup)
@@ -212,13 +214,12 @@ async def run_outage(cfg: settings_mod.Settings, params: OutageParams, run_dir: 
             "recovery_bound": dwfm.recovery_bound(dwfm.DwfmParams(), dwfm.Throttle()),
             "velocity_cap": velocity.max_removed, "velocity_interval": velocity.per}
         extra: dict[str, Any] = {"steps": steps}
-        observed = _observed(lab, params, extra)
         reachable: float | None = None
         if kind == outage.OUTSIDE:
             assert lab.backend is not None
             t_fault = lab.mark("DynamoDB Local paused (outside fault)", seconds=params.outage)
             extra["t_fault"] = t_fault
-            _write_observed(lab, observed)
+            _write_observed(lab, params, extra)
             os.killpg(lab.backend.process.pid, signal.SIGSTOP)
             try:
                 await asyncio.sleep(params.outage)
@@ -231,7 +232,7 @@ async def run_outage(cfg: settings_mod.Settings, params: OutageParams, run_dir: 
             extra["calibration"] = cal.figures()
             t_fault = await racefaults.inject_stall(lab, cal)
             extra["t_fault"] = t_fault
-            _write_observed(lab, observed)
+            _write_observed(lab, params, extra)
             if kind == outage.CASCADE:
                 first_empty = await racefaults.await_regional_empty(
                     lab, params, t_fault, hold=True, cycle=cal.cycle)
@@ -269,7 +270,7 @@ async def run_outage(cfg: settings_mod.Settings, params: OutageParams, run_dir: 
                 f"http://127.0.0.1:{PORTS['nlb']}/failover?enabled=0")
             last_step = time.time()
         if kind != outage.CONTAINED and reachable is not None:
-            done = await _await_recovery(lab, observed, params.recover_limit
+            done = await _await_recovery(lab, params, extra, params.recover_limit
                                          - (time.time() - last_step))
             lab.mark("recovered" if done else "not recovered in time")
 
@@ -285,7 +286,7 @@ async def run_outage(cfg: settings_mod.Settings, params: OutageParams, run_dir: 
         await lab.write_records(events, await lab.faults())
         extra["restarts"] = lab.write_restarts()
         extra["outages"] = lab.outages
-        _write_observed(lab, observed)
+        _write_observed(lab, params, extra)
 
     rec, stp, _ = outage.load(run_dir)
     judged = outage.judge(rec, kind, stp)

@@ -77,12 +77,11 @@ class RaceFaultParams(lab.LabParams):
         return max(0.0, centre), max(0.25, (q[3] - q[0]) / 2)
 
 
-async def start_data_path(lab: Lab, params: RaceFaultParams,
-                          extra_targets: list[scrape.Target] | None = None,
+async def start_data_path(lab: Lab, params: RaceFaultParams, cascade: bool = False,
                           ) -> prometheus.Handle | None:
     """DynamoDB Local behind the LB nodes (local mode), the control loop's components, the
     DynamoDB clients and Prometheus; returns once the regional endpoint answers and the clients
-    succeed. ``extra_targets``: more scrape targets (a scenario's own components)."""
+    succeed. ``cascade``: Prometheus scrapes the cascade's components too (started later)."""
     cfg, run_dir, port = lab.cfg, lab.run_dir, PORT
     front_door: list[str] = []
     if not lab.cluster:
@@ -104,9 +103,8 @@ async def start_data_path(lab: Lab, params: RaceFaultParams,
         # Every component's /metrics, scraped as a user's Prometheus would (docs/metrics.md);
         # what it held at the end goes to scrape.json.
         targets = scrape.lab_targets(cfg.lab.enactors, base_port=port, lb_nodes=cfg.lab.lb_nodes,
-                                     ddb_client=lab.backend is not None)
-        prom = await prometheus.start(cfg, run_dir, targets + (extra_targets or []),
-                                      lab=run_dir.name)
+                                     ddb_client=lab.backend is not None, cascade=cascade)
+        prom = await prometheus.start(cfg, run_dir, targets, lab=run_dir.name)
         lab.mark("Prometheus started", url=prom.url, started_in=round(prom.started_in, 2))
     elif not lab.cluster:
         lab.mark("no Prometheus (make setup-prometheus installs it): no scrape.json")
