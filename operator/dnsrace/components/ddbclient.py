@@ -95,7 +95,8 @@ class LabResolver(AbstractResolver):
         if entry is not None:
             return entry
         try:
-            response = await dns.asyncquery.udp(ddbpath.query(host), self.server,
+            response = await dns.asyncquery.udp(ddbpath.query(host),
+                                                ddbpath.server_address(self.server),
                                                 timeout=self.timeout, port=self.port)
         except (dns.exception.Timeout, OSError) as exc:
             LOOKUPS.labels("TIMEOUT").inc()

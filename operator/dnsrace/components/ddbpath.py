@@ -11,6 +11,10 @@ without them.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
+import socket
+
 import dns.exception
 import dns.message
 import dns.query
@@ -45,6 +49,17 @@ def answer(host: str, response: dns.message.Message, max_ttl: float) -> tuple[li
     return addresses, ttl
 
 
+@functools.cache
+def server_address(host: str) -> str:
+    """dnspython sends to IP addresses only; in a cluster the DNS server is a Service name
+    (``dnsrace-coredns.<ns>.svc``), so resolve it once with the system resolver."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        return str(socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)[0][4][0])
+
+
 def lookup(host: str, server: str, port: int, cache: ddb.ResolutionCache, timeout: float,
            now: float) -> ddb.Resolved:
     """Synchronous: the cached answer for ``host``, or CoreDNS's at ``server:port`` (put in the
@@ -53,8 +68,9 @@ def lookup(host: str, server: str, port: int, cache: ddb.ResolutionCache, timeou
     if entry is not None:
         return entry
     try:
-        response = dns.query.udp(query(host), server, timeout=timeout, port=port)
-    except (dns.exception.Timeout, OSError) as exc:
+        response = dns.query.udp(query(host), server_address(server), timeout=timeout,
+                                 port=port)
+    except (dns.exception.Timeout, OSError) as exc:  # OSError: socket.gaierror too
         raise ddb.DnsFailure(host, "TIMEOUT") from exc
     addresses, ttl = answer(host, response, cache.max_ttl)
     return cache.put(host, addresses, ttl, now)

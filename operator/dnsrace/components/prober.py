@@ -17,11 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
-import ipaddress
 import logging
 import math
-import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +33,7 @@ import prometheus_client
 from kubernetes_asyncio import client
 
 from dnsrace.components import serving
+from dnsrace.components.ddbpath import server_address as server_address
 from dnsrace.core import observations, plans
 from dnsrace.core.observations import Observation
 
@@ -221,17 +219,6 @@ class Prober:
             log.info("prober stopped after %d rounds (%d missed)",
                      self.stats.rounds, self.stats.missed)
         return self.stats
-
-
-@functools.cache
-def server_address(host: str) -> str:
-    """dnspython sends to IP addresses only; in a cluster the DNS server is a Service name
-    (``dnsrace-coredns.<ns>.svc``), so resolve it once with the system resolver."""
-    try:
-        ipaddress.ip_address(host)
-        return host
-    except ValueError:
-        return str(socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)[0][4][0])
 
 
 async def run(endpoints: list[str], server: str, port: int, out: Path, rate: float,
