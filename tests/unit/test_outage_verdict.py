@@ -73,9 +73,20 @@ def test_the_cascade_shows_its_six_phases_in_order() -> None:
     assert p[outage.COLLAPSE].end == 1195.0  # every lease back
     assert p[outage.BACKLOG] == outage.Span(1200.0, 1300.0)
     assert p[outage.FLAPPING].start == 1206.0  # the first flip counted
-    assert p[outage.RECOVERY] == outage.Span(1300.0, 1300.0)
+    # from DynamoDB's return until every signal is normal
+    assert p[outage.RECOVERY] == outage.Span(1072.0, 1300.0)
     assert judged.figures["goodput_until_restart"] == 0.0
     assert judged.figures["launch_failures"] == {"InsufficientCapacity": 110}
+
+
+def test_a_backlog_over_its_count_bound_is_a_backlog_even_while_young() -> None:
+    times = [990.0 + i for i in range(411)]
+    crowded = [dict(_network(t), oldest_age=5.0) if 1190 <= t < 1195 else _network(t)
+               for t in times]
+    crowded = [dict(r, backlog=outage.BACKLOG_BOUND + 1) if 1190 <= r["t"] < 1195 else r
+               for r in crowded]
+    judged = outage.judge(records(network=crowded), outage.CASCADE, STEPS)
+    assert judged.phases[outage.BACKLOG].start == 1190.0
 
 
 def test_a_missing_phase_is_named() -> None:

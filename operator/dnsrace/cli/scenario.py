@@ -21,6 +21,8 @@ from dnsrace.core import chaos, outage, verdicts
 from dnsrace.core import replay as replay_core
 from dnsrace.core.safeguards import Safeguards
 
+_O = outage_run.OutageParams()
+
 app = typer.Typer(help="Scenarios: start the lab, inject faults, observe, judge.",
                   no_args_is_help=True)
 
@@ -244,13 +246,13 @@ def run(
         "outage no DNS safeguard helps with)")] = False,
     outage_seconds: Annotated[float, typer.Option(
         "--outage", min=1, help="outage-2025: seconds the record stays empty before the "
-        "repair (or DynamoDB Local stays paused)")] = 45.0,
+        "repair (or DynamoDB Local stays paused)")] = _O.outage,
     dwfm_restart_after: Annotated[float, typer.Option(
         min=0, help="outage-2025: seconds after DynamoDB answers again at which "
-        "`dnsrace dwfm restart --throttle` is taken (safeguards off)")] = 40.0,
+        "`dnsrace dwfm restart --throttle` is taken (safeguards off)")] = _O.dwfm_restart_after,
     failover_off_after: Annotated[float, typer.Option(
         min=0, help="outage-2025: seconds after DynamoDB answers again at which "
-        "`dnsrace nlb failover off` is taken (safeguards off)")] = 150.0,
+        "`dnsrace nlb failover off` is taken (safeguards off)")] = _O.failover_off_after,
 ) -> None:
     """Run a scenario; exit 1 when what was observed contradicts the expectation."""
     if name not in ("race", "chaos", "replay", "outage-2025"):

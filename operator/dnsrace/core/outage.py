@@ -17,13 +17,15 @@ The phases, in the published order (DESIGN.md section 2), and how each is detect
    ``METASTABLE_AFTER`` s, DWFM's goodput (useful share of the finished work) is below
    ``METASTABLE_GOODPUT`` while leases are missing; from when that first holds until every lease
    is back.
-4. ``network-backlog``: the Network Manager's oldest waiting state is older than
-   ``BACKLOG_AGE`` s (instances running without connectivity that long); first to last sample.
+4. ``network-backlog``: the Network Manager holds more states than ``propagation-throttle``
+   lets it (``BACKLOG_BOUND``), or its oldest has waited longer than ``BACKLOG_AGE`` s
+   (instances running without connectivity that long); first to last such sample.
 5. ``nlb-flapping``: targets flip between healthy and unhealthy and healthy capacity is removed
    from the NLB's record (AZ failover); from the first flip to the last flip or removal.
-6. ``recovery``: from the end of the last of those until every signal is back to normal (all
-   leases valid, no backlog older than ``BACKLOG_AGE``, no unhealthy target, no AZ failed over)
-   and stays so for ``SETTLED_FOR`` s.
+6. ``recovery``: from DynamoDB's return (the record repaired, or the backend back) until
+   every signal is back to normal (all leases valid, the backlog within its bounds, no
+   unhealthy target, no AZ failed over) and stays so for ``SETTLED_FOR`` s. It overlaps the
+   phases it ends; its place in the order is its end, after every other phase's.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ the wait under about 10 s (docs/cascade.md, section 3); older means instances ra
 connectivity for long."""
 BACKLOG_BOUND = 22
 """States the backlog may hold with ``propagation-throttle`` on: its ``max_backlog`` (20) and
-the two launches a poll of ``/admit`` may let through at once."""
+the two launches a poll of ``/admit`` may let through at once. More, or a state older than
+``BACKLOG_AGE``, is the backlog phase."""
 ORDER_SLACK = 15.0
 """Seconds a phase may start before the one published before it: the backlog (5:28 AM) and
 the flapping (5:30 AM) began together, and a flip needs two failed checks 5 s apart before it
@@ -180,10 +183,13 @@ def dwfm_collapse(rec: Records, reachable: float | None) -> tuple[Span | None, f
     return Span(start, whole), good
 
 
+def _backlogged(row: Mapping[str, Any]) -> bool:
+    return int(row["backlog"]) > BACKLOG_BOUND or float(row["oldest_age"]) > BACKLOG_AGE
+
+
 def network_backlog(rec: Records) -> Span | None:
-    old = [float(r["t"]) for r in _after(rec.network, rec.t_fault)
-           if float(r["oldest_age"]) > BACKLOG_AGE]
-    return Span(old[0], _next_sample(rec.network, old[-1])) if old else None
+    over = [float(r["t"]) for r in _after(rec.network, rec.t_fault) if _backlogged(r)]
+    return Span(over[0], _next_sample(rec.network, over[-1])) if over else None
 
 
 def _next_sample(rows: Sequence[Mapping[str, Any]], t: float) -> float | None:
@@ -232,16 +238,16 @@ def _normal_at(rec: Records) -> list[tuple[float, bool]]:
             if key == "dwfm":
                 ok &= int(r["leases_valid"]) >= int(r["droplets"])
             elif key == "network":
-                ok &= float(r["oldest_age"]) <= BACKLOG_AGE
+                ok &= not _backlogged(r)
             else:
                 ok &= int(r.get("unhealthy", 0)) == 0 and not r.get("failed_over")
         out.append((t, ok))
     return out
 
 
-def recovery(rec: Records, after: float) -> Span:
-    """From ``after`` until every signal has been normal for ``SETTLED_FOR`` s (end None if
-    not by the run's end)."""
+def recovery(rec: Records, start: float, after: float) -> Span:
+    """From ``start`` until every signal has been normal for ``SETTLED_FOR`` s, counting from
+    ``after`` (the last other phase's end) on; end None if not by the run's end."""
     since: float | None = None
     for t, ok in _normal_at(rec):
         if t < after:
@@ -251,8 +257,8 @@ def recovery(rec: Records, after: float) -> Span:
             continue
         since = t if since is None else since
         if t - since >= SETTLED_FOR:
-            return Span(after, since)
-    return Span(after, None)
+            return Span(start, since)
+    return Span(start, None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,7 +280,8 @@ def detect(rec: Records) -> Detected:
     phases = {k: v for k, v in found.items() if v is not None}
     ends = [s.end if s.end is not None else rec.t_end for s in phases.values()]
     if phases:
-        phases[RECOVERY] = recovery(rec, max(ends))
+        last = max(ends)
+        phases[RECOVERY] = recovery(rec, min(reachable or last, last), last)
     dwfm_after = _after(rec.dwfm, rec.t_fault)
     net_after = _after(rec.network, rec.t_fault)
     figures: dict[str, Any] = {
@@ -320,9 +327,15 @@ def largest_removal(rec: Records, interval: float) -> float:
 
 
 def order_problems(phases: Mapping[str, Span]) -> list[str]:
-    """Each phase must start no earlier than the one published before it (``ORDER_SLACK``)."""
+    """Each phase must start no earlier than the one published before it (``ORDER_SLACK``);
+    the recovery must end after every other phase."""
     problems = []
-    present = [p for p in PHASES if p in phases]
+    rec_span = phases.get(RECOVERY)
+    if rec_span is not None and rec_span.end is not None:
+        late = [p for p, s in phases.items()
+                if p != RECOVERY and s.end is not None and s.end > rec_span.end]
+        problems += [f"{p} ended after the recovery" for p in late]
+    present = [p for p in PHASES[:-1] if p in phases]
     for before, after in itertools.pairwise(present):
         if phases[after].start < phases[before].start - ORDER_SLACK:
             problems.append(f"{after} began {phases[before].start - phases[after].start:.1f}s "
