@@ -70,8 +70,11 @@ RUN_LINES: tuple[tuple[str, str, str, LineStyleType], ...] = (
     ("t_fault", "stall injected", "#c62828", ":"),
     ("t_faults_removed", "faults removed", "#616161", "-."),
     ("t_repair", "repair", "#2e7d32", "--"),
+    ("t_dwfm_restart", "dwfm restart --throttle", "#1565c0", (0, (5, 2, 1, 2))),
+    ("t_failover_off", "nlb failover off", "#ef6c00", (0, (1, 1))),
 )
-"""Vertical lines across every lane of a run: the runner's stall, fault removal, repair."""
+"""Vertical lines across every lane of a run: the runner's stall, fault removal, repair, and
+outage-2025's manual steps."""
 
 
 def _png(fig: Figure) -> bytes:
@@ -93,7 +96,10 @@ def _height(lane: lanes_mod.Lane) -> float:
 
 def _run_lines(run: lanes_mod.Run) -> list[tuple[float, str, str, LineStyleType]]:
     obs = run.record.observed
-    times = {"t_fault": run.t_fault, "t_repair": obs.get("t_repair")}
+    steps = obs.get("steps") or {}
+    times = {"t_fault": run.t_fault, "t_repair": obs.get("t_repair", steps.get("t_repair")),
+             "t_dwfm_restart": steps.get("t_dwfm_restart"),
+             "t_failover_off": steps.get("t_failover_off")}
     for entry in run.json("timeline.json", []):
         if str(entry.get("event", "")).startswith("faults removed"):
             times["t_faults_removed"] = float(entry["t"])

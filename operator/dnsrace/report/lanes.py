@@ -331,9 +331,10 @@ def restarts(run: Run) -> Lane:
 
 
 def sampled(key: str, title: str, file: str, field: str, unit: str = "",
-            group: str | None = None) -> LaneSpec:
+            group: str | None = None, skip: tuple[str, ...] = ()) -> LaneSpec:
     """A lane over a JSON-lines file of samples ``{"t": unix, field: value, [group: name]}``,
-    one step line per ``group`` value: the shape the cascade's components are to record."""
+    one step line per ``group`` value (those in ``skip`` left out: a total beside its
+    parts): the shape the cascade's components record."""
 
     def extract(run: Run) -> Lane:
         series: dict[str, list[tuple[float, float]]] = {}
@@ -345,6 +346,8 @@ def sampled(key: str, title: str, file: str, field: str, unit: str = "",
                 except (ValueError, KeyError, TypeError):
                     continue
                 name = str(body.get(group, "")) if group else field
+                if name in skip:
+                    continue
                 series.setdefault(name, []).append((float(body["t"]), value))
         tracks = tuple(Track(name, "step", tuple(run.rel(t) for t, _ in pts),
                              tuple(v for _, v in pts)) for name, pts in sorted(series.items()))
@@ -370,7 +373,8 @@ CASCADE_LANES: tuple[LaneSpec, ...] = (
     sampled("dwfm-queue", "DWFM queue age", "dwfm.jsonl", "queue_age", "s"),
     sampled("launches", "launches and failures", "launcher.jsonl", "count", "per s", "outcome"),
     sampled("network", "Network Manager backlog", "netmanager.jsonl", "backlog", "instances"),
-    sampled("capacity", "healthy capacity per AZ", "nlb.jsonl", "healthy", "nodes", "az"),
+    sampled("capacity", "NLB capacity in DNS per AZ", "nlb.jsonl", "published", "targets", "az",
+            skip=("all",)),
 )
 """Issue 11's lanes: proposed files and fields, drawn as soon as a run folder has them."""
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dnsrace.core import verdicts
+from dnsrace.core import outage, verdicts
 from dnsrace.report import draw, lanes, phases
 
 FORMATS = ("html", "md")
@@ -65,6 +65,22 @@ FIGURES: tuple[tuple[str, str], ...] = (
 )
 """The verdict's figures the table shows, in reading order; all of them are in the details."""
 
+OUTAGE_FIGURES: tuple[tuple[str, str], ...] = (
+    *((f"phase {p}", f"phase {p}: start, end (s after the fault)") for p in outage.PHASES),
+    ("reachable_again", "DynamoDB reachable again (s after the fault)"),
+    ("goodput_again", "DWFM goodput back to the yardstick (s after the fault)"),
+    ("goodput_until_restart", "DWFM's best goodput before the manual restart"),
+    ("leases_lowest", "fewest valid leases"),
+    ("launch_failures", "launch failures"),
+    ("backlog_largest", "largest network backlog (states)"),
+    ("backlog_oldest", "oldest waiting network state (s)"),
+    ("flips", "NLB target flips"),
+    ("capacity_removed", "healthy capacity the NLB removed"),
+    ("largest_removal_per_interval", "most capacity removed in one velocity interval"),
+    ("all_leases_after", "every lease back after DynamoDB's return (s)"),
+)
+"""The outage-2025 verdict's figures (``core.outage``), as the table shows them."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Check:
@@ -78,18 +94,20 @@ class Check:
     """Figures the recomputed verdict has and ``verdict.json`` lacks (an older verdict)."""
     gone: tuple[str, ...] = ()
     """Figures ``verdict.json`` has and the recomputed verdict lacks."""
+    file: str = "verdict.json"
+    """The runner's verdict file (``outage.json`` for outage-2025)."""
 
     @property
     def text(self) -> str:
         if self.status == "equal":
-            return "equal to verdict.json"
+            return f"equal to {self.file}"
         if self.status == "absent":
-            return "no verdict.json in the run folder (recomputed only)"
+            return f"no {self.file} in the run folder (recomputed only)"
         parts = [f"{label}: {', '.join(keys)}" for label, keys in (
             ("values differ", self.differing),
-            ("not in verdict.json (judged by an older version)", self.new),
-            ("only in verdict.json", self.gone)) if keys]
-        return "DIFFERS from verdict.json: " + "; ".join(parts)
+            (f"not in {self.file} (judged by an older version)", self.new),
+            (f"only in {self.file}", self.gone)) if keys]
+        return f"DIFFERS from {self.file}: " + "; ".join(parts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +155,12 @@ def commands(run: lanes.Run) -> tuple[str, ...]:
 def headline(r: RunReport) -> str:
     """One sentence per run, from the verdict's figures: what a reader wants first."""
     f = r.verdict.figures
+    if is_outage(r.run):
+        seen = [f"{p} ({fmt(f[f'phase {p}'][0])} to {fmt(f[f'phase {p}'][1])} s)"
+                for p in outage.PHASES if f"phase {p}" in f]
+        return (f"outage-2025, safeguards {r.run.safeguards}: "
+                f"{'as expected' if r.verdict.passed else 'NOT as expected'}; phases: "
+                + (", ".join(seen) or "none") + ".")
     parts = [f"safeguards {r.run.safeguards}: "
              f"{'as expected' if r.verdict.passed else 'NOT as expected'}"]
     removed, first = f.get("time_to_records_removed"), f.get("time_to_first_empty")
@@ -161,14 +185,61 @@ def headline(r: RunReport) -> str:
     return "; ".join(parts) + "."
 
 
+def is_outage(run: lanes.Run) -> bool:
+    return run.record.observed.get("scenario") == "outage-2025"
+
+
+def outage_verdict(d: Path) -> tuple[verdicts.Verdict, Check]:
+    """The outage-2025 verdict recomputed (``core.outage``), its times made relative to the
+    fault, and whether it equals the runner's ``outage.json``."""
+    rec, steps, kind = outage.load(d)
+    judged = outage.judge(rec, kind, steps)
+    t0 = rec.t_fault
+
+    def rel(t: float | None) -> float | None:
+        return None if t is None else round(t - t0, 1)
+
+    figures: dict[str, Any] = {f"phase {p}": [rel(s.start), rel(s.end)]
+                               for p, s in judged.phases.items()}
+    for key, value in judged.figures.items():
+        figures[key] = rel(value) if key in ("reachable_again", "goodput_again") else value
+    path = d / "outage.json"
+    if not path.is_file():
+        chk = Check("absent", file=path.name)
+    else:
+        written = json.loads(path.read_text())
+        mine = plain(judged.to_json())
+        differing = sorted(k for k in ("passed", "phases", "figures", "reasons")
+                           if mine.get(k) != written.get(k))
+        chk = Check("differs" if differing else "equal", tuple(differing), file=path.name)
+    verdict = verdicts.Verdict(safeguards=kind, expected=outage.EXPECTED[kind],
+                               passed=judged.passed, reasons=judged.reasons, figures=figures,
+                               run_dir=str(d))
+    return verdict, chk
+
+
 def build(run_dirs: Sequence[Path]) -> list[RunReport]:
     out = []
     for d in run_dirs:
         run = lanes.Run.load(d)
+        if is_outage(run):
+            verdict, chk = outage_verdict(d)
+            out.append(RunReport(run, verdict, chk, tuple(lanes.narrative(run)),
+                                 outage_commands(run)))
+            continue
         verdict = verdicts.judge(run.record, str(d))
         out.append(RunReport(run, verdict, check(d, verdict), tuple(lanes.narrative(run)),
                              commands(run)))
     return out
+
+
+def outage_commands(run: lanes.Run) -> tuple[str, ...]:
+    obs = run.record.observed
+    outside = " --outside-fault" if obs.get("kind") == outage.OUTSIDE else ""
+    return ("make local-up",
+            f".venv/bin/dnsrace scenario run outage-2025 --safeguards {run.safeguards}"
+            f"{outside} --outage {obs.get('outage', 60)}",
+            f".venv/bin/dnsrace report {run.path}")
 
 
 SHARES = frozenset({"client_ok_before_fault", "client_dns_share_while_empty",
@@ -193,7 +264,8 @@ def fmt(value: Any, key: str = "") -> str:
 
 
 def _shown(reports: Sequence[RunReport]) -> list[tuple[str, str]]:
-    return [(k, label) for k, label in FIGURES if any(k in r.verdict.figures for r in reports)]
+    return [(k, label) for k, label in FIGURES + OUTAGE_FIGURES
+            if any(k in r.verdict.figures for r in reports)]
 
 
 # -- HTML ------------------------------------------------------------------------------------
