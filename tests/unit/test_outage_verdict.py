@@ -55,7 +55,8 @@ def records(**change: Any) -> outage.Records:
         dwfm=[_dwfm(t) for t in times], network=[_network(t) for t in times],
         nlb=[row for t in times for row in _nlb(t)],
         launcher=[{"t": t, "outcome": "InsufficientCapacity", "count": 1}
-                  for t in times if 1030 <= t < 1140])
+                  for t in times if 1030 <= t < 1140],
+        injected={outage.STALL_FAULT: 3, "enactor-a-slow-writes": 400})
     return dataclasses.replace(base, **change)
 
 
@@ -142,13 +143,21 @@ def _quiet() -> outage.Records:
         t_fault=T0, t_end=1190.0, client_outcomes=[(t, "ok") for t in times],
         dwfm=[_dwfm(t, lost_from=1e9, collapsed=(0.0, 0.0)) for t in times],
         network=[_network(t, backlog=(0.0, 0.0)) for t in times],
-        nlb=[row for t in times for row in _nlb(t, flapping=(1e9, 1e9))])
+        nlb=[row for t in times for row in _nlb(t, flapping=(1e9, 1e9))],
+        injected={outage.STALL_FAULT: 20})
 
 
 def test_contained_passes_when_nothing_follows() -> None:
     judged = outage.judge(_quiet(), outage.CONTAINED, outage.Steps())
     assert judged.passed, judged.reasons
     assert judged.phases == {}
+
+
+def test_contained_needs_the_race_faults_to_have_acted() -> None:
+    rec = dataclasses.replace(_quiet(), injected={outage.STALL_FAULT: 0})
+    judged = outage.judge(rec, outage.CONTAINED, outage.Steps())
+    assert judged.reasons == ["the race's stall (enactor-a-stall) never acted: its faults did "
+                              "not reach the enactors"]
 
 
 def test_contained_fails_on_one_lost_lease() -> None:

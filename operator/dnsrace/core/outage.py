@@ -94,6 +94,8 @@ class Records:
     launcher: Sequence[Mapping[str, Any]] = ()
     network: Sequence[Mapping[str, Any]] = ()
     nlb: Sequence[Mapping[str, Any]] = ()
+    injected: Mapping[str, int] | None = None
+    """The race's Faults and how often each acted (``faults.json``); None: no race."""
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -126,10 +128,18 @@ def load(run_dir: Path, t_end: float | None = None) -> tuple[Records, Steps, str
         t_fault=t_fault, t_end=float(obs.get("t_end", t_end or 0.0)), empty_windows=windows,
         client_outcomes=[(r.t, r.outcome) for r in requests],
         dwfm=_lines(run_dir / "dwfm.jsonl"), launcher=_lines(run_dir / "launcher.jsonl"),
-        network=_lines(run_dir / "netmanager.jsonl"), nlb=_lines(run_dir / "nlb.jsonl"))
+        network=_lines(run_dir / "netmanager.jsonl"), nlb=_lines(run_dir / "nlb.jsonl"),
+        injected=_injected(run_dir / "faults.json"))
     steps = Steps(**{k: v for k, v in (obs.get("steps") or {}).items()
                      if k in {f.name for f in dataclasses.fields(Steps)}})
     return rec, steps, str(obs.get("kind", CASCADE))
+
+
+def _injected(path: Path) -> dict[str, int] | None:
+    if not path.exists():
+        return None
+    return {str(f["name"]): int((f.get("status") or {}).get("injected") or 0)
+            for f in json.loads(path.read_text())}
 
 
 def _after(rows: Sequence[Mapping[str, Any]], t: float) -> list[Mapping[str, Any]]:
@@ -343,6 +353,9 @@ def order_problems(phases: Mapping[str, Span]) -> list[str]:
     return problems
 
 
+STALL_FAULT = "enactor-a-stall"
+"""The race's stall Fault (``components.scenarios.racefaults``)."""
+
 CASCADE = "cascade"
 """Safeguards off: the race empties the record and every phase follows."""
 CONTAINED = "contained"
@@ -400,6 +413,11 @@ def judge(rec: Records, kind: str, steps: Steps) -> Judged:
         reasons.append("no DynamoDB client request recorded")
     if not rec.dwfm:
         reasons.append("no DWFM sample recorded (dwfm.jsonl)")
+    if kind in (CASCADE, CONTAINED):
+        figures["fault_injections"] = dict(rec.injected or {})
+        if not (rec.injected or {}).get(STALL_FAULT):
+            reasons.append(f"the race's stall ({STALL_FAULT}) never acted: its faults did not "
+                           "reach the enactors")
     if kind == CASCADE:
         reasons += [f"phase {p} did not appear" for p in PHASES if p not in phases]
         reasons += order_problems(phases)

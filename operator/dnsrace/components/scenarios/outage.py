@@ -211,6 +211,7 @@ async def run_outage(cfg: settings_mod.Settings, params: OutageParams, run_dir: 
         await asyncio.sleep(params.warmup)
 
         velocity = nlb.VelocityControl()
+        fault_status: list[dict[str, Any]] = []
         steps: dict[str, Any] = {
             "recovery_bound": dwfm.recovery_bound(dwfm.DwfmParams(), dwfm.Throttle()),
             "velocity_cap": velocity.max_removed, "velocity_interval": velocity.per}
@@ -242,6 +243,7 @@ async def run_outage(cfg: settings_mod.Settings, params: OutageParams, run_dir: 
                     await asyncio.sleep(max(0.0, first_empty + params.outage - time.time()))
             else:
                 await asyncio.sleep(params.window)
+            fault_status = await lab.faults()
             extra["t_faults_live"] = [cal.t_slow, lab.mark("faults removed; planner stopped")]
             await lab.delete_faults()
             await lab.stop("planner")
@@ -284,7 +286,7 @@ async def run_outage(cfg: settings_mod.Settings, params: OutageParams, run_dir: 
         await lab.stop_recorder()
         extra["t_end"] = time.time()
         events = await lab.events()
-        await lab.write_records(events, await lab.faults())
+        await lab.write_records(events, fault_status)
         extra["restarts"] = lab.write_restarts()
         extra["outages"] = lab.outages
         _write_observed(lab, params, extra)
