@@ -17,6 +17,8 @@ from dnsrace.core import outage
 from dnsrace.core.safeguards import Safeguards
 from dnsrace.report import phases as published
 
+_D = outage_run.OutageParams()
+
 PUBLISHED = dict(zip(outage.PHASES, published.PHASES, strict=False))
 """The lab's phase -> the incident's (the recovery has no row of its own there)."""
 
@@ -47,15 +49,16 @@ def print_outage(j: outage.Judged, run_dir: Path, t_fault: float) -> None:
         console.console.print(f"[red]- {reason}[/red]")
 
 
-def run(safeguards: str, repeat: int, runs_dir: Path, *, outside_fault: bool,
-        outage_seconds: float, dwfm_restart_after: float,
-        failover_off_after: float) -> list[bool]:
+def run(safeguards: str, repeat: int, runs_dir: Path, *, outside_fault: bool = False,
+        outage_seconds: float = _D.outage, dwfm_restart_after: float = _D.dwfm_restart_after,
+        failover_off_after: float = _D.failover_off_after) -> list[tuple[bool, Path]]:
+    """Each run's outcome and folder."""
     cfg = settings_mod.Settings.from_env()
     params = outage_run.OutageParams(
         safeguards=Safeguards.parse(safeguards), outside_fault=outside_fault,
         outage=outage_seconds, dwfm_restart_after=dwfm_restart_after,
         failover_off_after=failover_off_after)
-    results = []
+    results: list[tuple[bool, Path]] = []
     for i in range(repeat):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         label = safeguards.replace(",", "+") + ("-outside" if outside_fault else "")
@@ -66,9 +69,9 @@ def run(safeguards: str, repeat: int, runs_dir: Path, *, outside_fault: bool,
         except Exception as exc:  # a run that could not be carried out; the series goes on
             console.console.print(f"[red]the run could not be carried out: "
                                   f"{type(exc).__name__}: {str(exc)[:800]}[/red]")
-            results.append(False)
+            results.append((False, run_dir))
             continue
         rec, _, _ = outage.load(run_dir.resolve())
         print_outage(judged, run_dir, rec.t_fault)
-        results.append(judged.passed)
+        results.append((judged.passed, run_dir))
     return results
