@@ -61,9 +61,10 @@ class OutageParams(racefaults.RaceFaultParams):
     failover_off_after: float = 120.0
     """Seconds after DynamoDB answers again at which ``dnsrace nlb failover off`` is taken
     (safeguards off; AWS: 9:36 AM)."""
-    window: float = 60.0
-    """Seconds observed under the race's faults when the safeguards keep the record."""
-    quiet: float = 30.0
+    window: float = 40.0
+    """Seconds observed under the race's faults when the safeguards keep the record (the
+    race's own window: about 25 of enactor-a's stalls)."""
+    quiet: float = 20.0
     """Seconds observed after the faults when nothing is to follow (contained)."""
     recover_limit: float = 300.0
     """Seconds after the last manual step (or DynamoDB's return) within which the recovery
