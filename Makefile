@@ -19,7 +19,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-python setup-binaries setup-browser setup-prometheus lint test test-unit \
+.PHONY: help setup setup-python setup-binaries setup-browser setup-prometheus lint test test-unit bench-outage \
         local-up local-down local-status demo bench clean
 
 help: ## Show the targets
@@ -69,6 +69,15 @@ demo: setup ## The main job: the outage scenario on the local control plane, wit
 
 bench: local-up ## Benchmarks on the local control plane (copy the table into docs/benchmarks.md)
 	@$(DNSRACE) bench
+
+OUTAGE_REPEAT ?= 5
+OUTAGE_RUNS ?= runs/bench-outage
+
+bench-outage: local-up ## outage-2025 off, on, and on with DynamoDB paused, OUTAGE_REPEAT times each (about 70 min at 5); then the series
+	-@$(DNSRACE) scenario run outage-2025 --safeguards off --repeat $(OUTAGE_REPEAT) --runs-dir $(OUTAGE_RUNS)
+	-@$(DNSRACE) scenario run outage-2025 --safeguards on --repeat $(OUTAGE_REPEAT) --runs-dir $(OUTAGE_RUNS)
+	-@$(DNSRACE) scenario run outage-2025 --safeguards on --outside-fault --repeat $(OUTAGE_REPEAT) --runs-dir $(OUTAGE_RUNS)
+	@$(DNSRACE) scenario judge $(OUTAGE_RUNS)/*
 
 clean: local-down ## Remove the run state (.run) and .venv; the binaries cache is kept
 	rm -rf .run $(VENV)

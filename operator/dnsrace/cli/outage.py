@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
+import statistics
 from pathlib import Path
 
 from dnsrace import settings as settings_mod
@@ -75,3 +77,35 @@ def run(safeguards: str, repeat: int, runs_dir: Path, *, outside_fault: bool = F
         print_outage(judged, run_dir, rec.t_fault)
         results.append((judged.passed, run_dir))
     return results
+
+
+def is_outage_dir(run_dir: Path) -> bool:
+    path = run_dir / "observed.json"
+    return path.is_file() and json.loads(path.read_text()).get("scenario") == "outage-2025"
+
+
+def judge_dir(run_dir: Path) -> bool:
+    """Judge an outage-2025 folder again, print it; whether it was as expected."""
+    rec, steps, kind = outage.load(run_dir.resolve())
+    judged = outage.judge(rec, kind, steps)
+    print_outage(judged, run_dir, rec.t_fault)
+    return judged.passed
+
+
+def print_series(run_dirs: list[Path]) -> None:
+    """Each phase's length over a series: median and range, per kind (docs/benchmarks.md)."""
+    by_kind: dict[str, list[outage.Judged]] = {}
+    for d in run_dirs:
+        rec, steps, kind = outage.load(d.resolve())
+        by_kind.setdefault(kind, []).append(outage.judge(rec, kind, steps))
+    for kind, runs in by_kind.items():
+        rows = []
+        for name in outage.PHASES:
+            spans = [j.phases[name] for j in runs if name in j.phases]
+            lengths = [s.end - s.start for s in spans if s.end is not None]
+            rows.append([name, f"{len(lengths)}/{len(runs)}",
+                         f"{statistics.median(lengths):.1f}" if lengths else "-",
+                         f"{min(lengths):.1f} to {max(lengths):.1f}" if lengths else "-"])
+        console.table(f"outage-2025 series, {kind}: {sum(j.passed for j in runs)}/{len(runs)} "
+                      "as expected", ["phase", "runs with it", "median length (s)", "range (s)"],
+                      rows)
