@@ -27,7 +27,7 @@ from kubernetes_asyncio import client
 from typer.testing import CliRunner
 
 from dnsrace.cli import netmanager as netmanager_cli
-from dnsrace.components import dwfm, netmanager, outages
+from dnsrace.components import netmanager, outages
 from dnsrace.core import instances, propagation
 
 
@@ -111,7 +111,6 @@ def test_options_name_the_option_as_the_command_spells_it() -> None:
 
 
 def test_safeguards_switch_the_throttle_with_dwfms_names() -> None:
-    assert netmanager.KNOWN_SAFEGUARDS == dwfm.KNOWN_SAFEGUARDS
     assert not netmanager.throttle_on("off")
     assert not netmanager.throttle_on("")
     assert netmanager.throttle_on("on")

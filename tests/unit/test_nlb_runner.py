@@ -13,6 +13,8 @@ import json
 import logging
 import random
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from typer.testing import CliRunner
 
 from dnsrace.cli.nlb import nlb_app
-from dnsrace.components import dwfm, nlbctl
+from dnsrace.components import nlbctl
 from dnsrace.core import nlb as core
 from dnsrace.core import records, stores
 
@@ -116,9 +118,15 @@ def test_safeguards_switch_velocity_control() -> None:
         nlbctl.velocity_on("brakes")
 
 
-def test_the_known_safeguards_are_dwfms() -> None:
-    """Built from the core's names so the NLB does not import DWFM's metrics; the same set."""
-    assert nlbctl.KNOWN_SAFEGUARDS == dwfm.KNOWN_SAFEGUARDS
+@pytest.mark.parametrize("module", ["nlbctl", "netmanager", "launcher"])
+def test_a_cascade_component_does_not_carry_dwfms_metrics(module: str) -> None:
+    """``--safeguards`` is read by ``components.options`` (the core's names), so no other
+    component imports DWFM, whose metrics would show on its /metrics."""
+    probe = (f"import sys, dnsrace.components.{module}; "
+             "print('dnsrace.components.dwfm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_the_name_must_be_in_the_zone() -> None:

@@ -37,8 +37,8 @@ import prometheus_client
 from aiohttp import web
 
 from dnsrace import settings as settings_mod
-from dnsrace.components import serving
-from dnsrace.core import dwfm, nlb, propagation, safeguards
+from dnsrace.components import options, serving
+from dnsrace.core import dwfm
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,6 @@ STORE_UNAVAILABLE = prometheus_client.Counter(
     "dnsrace_dwfm_store_unavailable_total",
     "Store calls that raised StoreUnavailable (DynamoDB unreachable).")
 
-KNOWN_SAFEGUARDS = frozenset(safeguards.NAMES) | {dwfm.SAFEGUARD, propagation.SAFEGUARD,
-                                                  nlb.SAFEGUARD}
-"""Every name ``--safeguards`` may hold: the control loop's and the cascade's; DWFM acts on
-``dwfm-throttle`` only, the others are for the other components."""
-
 FLAGS = {"droplets": "--droplets", "workers": "--workers", "service_time": "--service-time",
          "deadline": "--deadline", "lease_ttl": "--lease-ttl",
          "check_interval": "--check-interval"}
@@ -94,19 +89,8 @@ FLAGS = {"droplets": "--droplets", "workers": "--workers", "service_time": "--se
 
 
 def throttle_on(text: str) -> bool:
-    """Whether ``--safeguards`` / ``DNSRACE_SAFEGUARDS`` switches ``dwfm-throttle`` on: ``off``
-    (or ``none``, or nothing), ``on`` (or ``all``: every safeguard), or a comma list. An unknown
-    name is a ValueError naming it."""
-    words = [w.strip() for w in text.split(",") if w.strip()]
-    if words in ([], ["off"], ["none"]):
-        return False
-    if words in (["on"], ["all"]):
-        return True
-    unknown = [w for w in words if w not in KNOWN_SAFEGUARDS]
-    if unknown:
-        raise ValueError(f"--safeguards: unknown safeguard {', '.join(unknown)}: use off, on, "
-                         f"or a comma list of {', '.join(sorted(KNOWN_SAFEGUARDS))}")
-    return dwfm.SAFEGUARD in words
+    """Whether ``--safeguards`` / ``DNSRACE_SAFEGUARDS`` switches ``dwfm-throttle`` on."""
+    return options.safeguards(text).dwfm_throttle
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,14 +126,7 @@ class Options:
 def params(**values: Any) -> dwfm.DwfmParams:
     """``DwfmParams`` from the command's values (None keeps a default); a ValueError names the
     option as the command spells it (``--lease-ttl``)."""
-    given = {k: v for k, v in values.items() if v is not None}
-    try:
-        return dwfm.DwfmParams(**given)
-    except ValueError as exc:
-        message = str(exc)
-        for name, flag in FLAGS.items():
-            message = message.replace(name, flag)
-        raise ValueError(message) from None
+    return options.core_params(dwfm.DwfmParams, FLAGS, values)
 
 
 def record(fig: dwfm.Figures, *, store_unavailable: int = 0, restarts: int = 0,

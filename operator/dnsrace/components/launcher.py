@@ -33,7 +33,6 @@ import dataclasses
 import json
 import logging
 import random
-import re
 import time
 import urllib.error
 import urllib.request
@@ -45,8 +44,8 @@ import aiohttp
 import prometheus_client
 from kubernetes_asyncio import client
 
-from dnsrace.components import outages, serving
-from dnsrace.core import instances, launching, safeguards
+from dnsrace.components import options, outages, serving
+from dnsrace.core import instances, launching
 from dnsrace.kube import client as kube_client
 from dnsrace.kube import reporting
 
@@ -83,26 +82,14 @@ FLAGS = {"rate": "--rate", "slots": "--slots", "retry_after": "--retry-after",
 
 def throttle_on(text: str) -> bool:
     """Whether ``--safeguards`` / ``DNSRACE_SAFEGUARDS`` switches ``propagation-throttle`` on
-    (the launches then need the Network Manager's admission): ``off``, ``on`` or a comma list,
-    as ``core.safeguards.Safeguards.parse`` reads it; an unknown name is a ValueError naming
-    the option and the name."""
-    try:
-        return safeguards.Safeguards.parse(text).propagation_throttle
-    except ValueError as exc:
-        raise ValueError(f"--safeguards: {exc}") from None
+    (the launches then need the Network Manager's admission)."""
+    return options.safeguards(text).propagation_throttle
 
 
 def params(**values: Any) -> launching.LauncherParams:
     """``LauncherParams`` from the command's values (None keeps a default, ``patience``
     included: never give up); a ValueError names the option as the command spells it."""
-    given = {k: v for k, v in values.items() if v is not None}
-    try:
-        return launching.LauncherParams(**given)
-    except ValueError as exc:
-        message = str(exc)
-        for name, flag in FLAGS.items():
-            message = re.sub(rf"\b{name}\b", flag, message)
-        raise ValueError(message) from None
+    return options.core_params(launching.LauncherParams, FLAGS, values)
 
 
 def _http_url(flag: str, url: str) -> None:

@@ -45,7 +45,8 @@ from aiohttp import web
 from kubernetes_asyncio import client
 
 from dnsrace.components import instancewatch, outages, serving
-from dnsrace.core import dwfm, instances, nlb, propagation, safeguards
+from dnsrace.components import options as opts
+from dnsrace.core import instances, propagation
 from dnsrace.kube import client as kube_client
 from dnsrace.kube import reporting
 
@@ -70,27 +71,9 @@ UNWRITTEN = prometheus_client.Gauge(
     "dnsrace_network_unwritten",
     "Propagated states whose Instance status is not written yet (the API server unreachable).")
 
-KNOWN_SAFEGUARDS = frozenset(safeguards.NAMES) | {dwfm.SAFEGUARD, propagation.SAFEGUARD,
-                                                  nlb.SAFEGUARD}
-"""The names ``--safeguards`` may hold: ``components.dwfm.KNOWN_SAFEGUARDS``, built from the
-same core names here so that importing this module does not register DWFM's metrics (a unit
-test keeps the two equal)."""
-
-
 def throttle_on(text: str) -> bool:
-    """Whether ``--safeguards`` / ``DNSRACE_SAFEGUARDS`` switches ``propagation-throttle`` on:
-    ``off`` (``none``, nothing), ``on`` (``all``), or a comma list; an unknown name is a
-    ValueError naming it (parsed as ``components.dwfm.throttle_on`` parses it)."""
-    words = [w.strip() for w in text.split(",") if w.strip()]
-    if words in ([], ["off"], ["none"]):
-        return False
-    if words in (["on"], ["all"]):
-        return True
-    unknown = [w for w in words if w not in KNOWN_SAFEGUARDS]
-    if unknown:
-        raise ValueError(f"--safeguards: unknown safeguard {', '.join(unknown)}: use off, on, "
-                         f"or a comma list of {', '.join(sorted(KNOWN_SAFEGUARDS))}")
-    return propagation.SAFEGUARD in words
+    """Whether ``--safeguards`` / ``DNSRACE_SAFEGUARDS`` switches ``propagation-throttle`` on."""
+    return opts.safeguards(text).propagation_throttle
 
 
 @dataclasses.dataclass(frozen=True)

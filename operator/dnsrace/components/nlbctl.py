@@ -46,8 +46,8 @@ from aiohttp import web
 from kubernetes_asyncio import client, watch
 
 from dnsrace import settings as settings_mod
-from dnsrace.components import outages, serving
-from dnsrace.core import dwfm, instances, launching, nlb, propagation, records, safeguards, stores
+from dnsrace.components import options, outages, serving
+from dnsrace.core import instances, launching, nlb, records, stores
 
 log = logging.getLogger(__name__)
 
@@ -86,44 +86,20 @@ RECORD_WRITES = prometheus_client.Counter(
     "dnsrace_nlb_record_writes_total",
     "Writes of the NLB's DNS record to the DNS etcd: ok, failed.", ["result"])
 
-KNOWN_SAFEGUARDS = frozenset(safeguards.NAMES) | {dwfm.SAFEGUARD, propagation.SAFEGUARD,
-                                                  nlb.SAFEGUARD}
-"""``components.dwfm.KNOWN_SAFEGUARDS``, built from the same core names (a unit test keeps the
-two equal): importing ``components.dwfm`` would register DWFM's metrics in this process and
-put them on the NLB's ``/metrics``."""
-
 FLAGS = {"interval": "--interval", "unhealthy_threshold": "--unhealthy-threshold",
          "healthy_threshold": "--healthy-threshold", "failover_share": "--failover-share"}
 """The core's parameter names as the command spells them, for error messages."""
 
 
 def velocity_on(text: str) -> bool:
-    """Whether ``--safeguards`` / ``DNSRACE_SAFEGUARDS`` switches ``velocity-control`` on:
-    ``off`` (or ``none``, or nothing), ``on`` (or ``all``), or a comma list. An unknown name is
-    a ValueError naming it (the same words ``dnsrace dwfm`` accepts)."""
-    words = [w.strip() for w in text.split(",") if w.strip()]
-    if words in ([], ["off"], ["none"]):
-        return False
-    if words in (["on"], ["all"]):
-        return True
-    unknown = [w for w in words if w not in KNOWN_SAFEGUARDS]
-    if unknown:
-        raise ValueError(f"--safeguards: unknown safeguard {', '.join(unknown)}: use off, on, "
-                         f"or a comma list of {', '.join(sorted(KNOWN_SAFEGUARDS))}")
-    return nlb.SAFEGUARD in words
+    """Whether ``--safeguards`` / ``DNSRACE_SAFEGUARDS`` switches ``velocity-control`` on."""
+    return options.safeguards(text).velocity_control
 
 
 def params(**values: Any) -> nlb.NlbParams:
     """``NlbParams`` from the command's values (None keeps a default); a ValueError names the
     option as the command spells it (``--failover-share``)."""
-    given = {k: v for k, v in values.items() if v is not None}
-    try:
-        return nlb.NlbParams(**given)
-    except ValueError as exc:
-        message = str(exc)
-        for name, flag in FLAGS.items():
-            message = message.replace(name, flag)
-        raise ValueError(message) from None
+    return options.core_params(nlb.NlbParams, FLAGS, values)
 
 
 def default_name(zone: str) -> str:
