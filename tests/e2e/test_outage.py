@@ -10,10 +10,14 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import pytest
+
 from dnsrace.components.scenarios import outage as outage_run
 from dnsrace.core import dwfm, outage
 from dnsrace.core.safeguards import Safeguards
 from tests.conftest import Cluster
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 async def test_off_the_cascade_follows_the_race_in_the_published_order(
