@@ -23,7 +23,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 async def test_off_the_cascade_follows_the_race_in_the_published_order(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    params = outage_run.OutageParams(safeguards=Safeguards.parse("off"))
+    # the manual steps a little earlier than the defaults (60 s, 120 s): the collapse is
+    # judged 15 s after DynamoDB's return and still held for 30 s before the restart
+    params = outage_run.OutageParams(safeguards=Safeguards.parse("off"), dwfm_restart_after=45,
+                                     failover_off_after=105)
     judged = await outage_run.run_outage(cluster.cfg, params, tmp_path / "off", print)
     assert judged.kind == outage.CASCADE
     assert judged.passed, judged.reasons

@@ -78,7 +78,8 @@ async def health(n: int) -> str | None:
         async with aiohttp.ClientSession(timeout=timeout) as session, \
                 session.get(f"http://{endpoint(n)}/healthz") as resp:
             return f"{resp.status} {await resp.text()}"
-    except aiohttp.ClientConnectorError:
+    except (aiohttp.ClientConnectorError, TimeoutError):
+        # refused, or accepted by a listener being closed that never answers: no answer
         return None
 
 

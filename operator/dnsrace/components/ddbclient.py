@@ -235,23 +235,45 @@ def client_errors() -> tuple[type[BaseException], ...]:
     return (boto_exc.BotoCoreError, boto_exc.ClientError, OSError, TimeoutError)
 
 
+async def _until_either(stop: asyncio.Event, ready: asyncio.Event, timeout: float) -> None:
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(ready.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
+
+
 async def worker(shared: Shared, index: int, stop: asyncio.Event, rate: float,
                  rng: random.Random, ready: asyncio.Event | None = None) -> None:
-    """Requests at ``rate`` per second (0: back to back) until ``stop``, once ``ready`` (the
-    table exists) is set; each one classified."""
-    if ready is not None:
-        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(ready.wait())]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in waits:
-                waiting.cancel()
+    """Requests at ``rate`` per second (0: back to back) until ``stop``; each one classified.
+
+    Until ``ready`` (the table is ACTIVE) is set, a worker only resolves the endpoint: a
+    failure is recorded as the DNS outcome it is, and a worker that can resolve waits for the
+    table rather than count a ResourceNotFoundException its own start-up caused."""
     d = shared.cfg.ddb
     resolver = LabResolver(shared.cfg.dns.server_host, shared.cfg.dns.server_port,
                            shared.cache, d.request_timeout / 2, shared.clock)
     period = 1.0 / rate if rate > 0 else 0.0
     next_at = time.monotonic()
     version = 0
+    host = d.endpoint.rstrip(".")
+    while ready is not None and not ready.is_set() and not stop.is_set():
+        sent, started = time.time(), time.perf_counter()
+        try:
+            await resolver.lookup(host)
+        except ddb.DnsFailure as exc:
+            verdict = ddb.classify(exc)
+            REQUESTS.labels(verdict.outcome.value).inc()
+            shared.recorder.write(Request(
+                t=round(sent, 4), worker=index, op="resolve", outcome=verdict.outcome.value,
+                detail=verdict.detail, latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                target=None))
+        else:
+            await _until_either(stop, ready, 1.0)
+            continue
+        next_at = max(next_at + (period or 0.1), time.monotonic())
+        await _until_either(stop, ready, max(0.0, next_at - time.monotonic()))
     async with contextlib.AsyncExitStack() as stack:
         client: Any = None
         while not stop.is_set():

@@ -207,7 +207,8 @@ class Request:
     """Unix time the request was sent."""
     worker: int
     op: str
-    """``read`` (GetItem) or ``write`` (conditional PutItem)."""
+    """``read`` (GetItem) or ``write`` (conditional PutItem); ``resolve``: a lookup alone,
+    before the table exists (``components.ddbclient.worker``)."""
     outcome: str
     detail: str
     latency_ms: float

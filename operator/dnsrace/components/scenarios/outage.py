@@ -64,7 +64,7 @@ class OutageParams(racefaults.RaceFaultParams):
     window: float = 40.0
     """Seconds observed under the race's faults when the safeguards keep the record (the
     race's own window: about 25 of enactor-a's stalls)."""
-    quiet: float = 20.0
+    quiet: float = 10.0
     """Seconds observed after the faults when nothing is to follow (contained)."""
     recover_limit: float = 300.0
     """Seconds after the last manual step (or DynamoDB's return) within which the recovery
@@ -205,8 +205,10 @@ async def run_outage(cfg: settings_mod.Settings, params: OutageParams, run_dir: 
         await _clear(lab)
         lab.mark("lab reset", kind=kind)
         await lab.follow_lifecycle()
-        prom = await racefaults.start_data_path(lab, params, cascade=True)
+        # The cascade starts first: its processes' start-up overlaps the data path's, and DWFM
+        # retries until DynamoDB answers through the lab's DNS, as it would after any outage.
         await _start_cascade(lab, params)
+        prom = await racefaults.start_data_path(lab, params, cascade=True)
         await _leases_held(lab)
         lab.mark("DWFM holds every lease; launches begin", warmup=params.warmup)
         await asyncio.sleep(params.warmup)
