@@ -9,10 +9,6 @@ running DWFM's HTTP port. The commands only parse options and call the component
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Annotated
 
@@ -90,20 +86,7 @@ def dwfm_cmd(
 
 
 def _post(url: str, timeout: float) -> dict[str, object]:
-    request = urllib.request.Request(url, data=b"", method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            body: dict[str, object] = json.loads(resp.read())
-            return body
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        with contextlib.suppress(ValueError, AttributeError):
-            detail = str(json.loads(detail).get("error", detail))
-        console.fail(f"DWFM at {url} refused the restart ({exc.code}): {detail}")
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        console.fail(f"cannot reach DWFM at {url}: {getattr(exc, 'reason', exc)} (is "
-                     f"`dnsrace dwfm` running, with DNSRACE_HTTP_PORT as given here?)")
-    raise AssertionError("not reached")
+    return components.post_step(url, timeout, "DWFM", "dnsrace dwfm", "restart")
 
 
 @dwfm_app.command("restart")

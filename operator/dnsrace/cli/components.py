@@ -9,9 +9,13 @@ EndpointSlice or status written, files flushed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import json
 import logging
 import signal
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
@@ -179,3 +183,24 @@ def repair_cmd() -> None:
     console.table("repair", ["endpoint", "was on plan", "now on plan"],
                   [[n, str(old) if old is not None else "none", str(new)]
                    for n, old, new in changed])
+
+
+def post_step(url: str, timeout: float, component: str, command: str,
+              action: str) -> dict[str, object]:
+    """A manual step (``dnsrace dwfm restart``, ``dnsrace nlb failover``): POST to the running
+    component's HTTP port and return its JSON answer; a refusal or no answer ends the command
+    with exit 1 and says which."""
+    request = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            body: dict[str, object] = json.loads(resp.read())
+            return body
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        with contextlib.suppress(ValueError, AttributeError):
+            detail = str(json.loads(detail).get("error", detail))
+        console.fail(f"{component} at {url} refused the {action} ({exc.code}): {detail}")
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        console.fail(f"cannot reach {component} at {url}: {getattr(exc, 'reason', exc)} (is "
+                     f"`{command}` running, with DNSRACE_HTTP_PORT as given here?)")
+    raise AssertionError("not reached")

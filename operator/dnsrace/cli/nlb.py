@@ -10,10 +10,6 @@ off), sent to a running NLB's HTTP port. The commands only parse options and cal
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Annotated
 
@@ -101,20 +97,7 @@ def nlb_cmd(
 
 
 def _post(url: str, timeout: float) -> dict[str, object]:
-    request = urllib.request.Request(url, data=b"", method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            body: dict[str, object] = json.loads(resp.read())
-            return body
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        with contextlib.suppress(ValueError, AttributeError):
-            detail = str(json.loads(detail).get("error", detail))
-        console.fail(f"the NLB at {url} refused the switch ({exc.code}): {detail}")
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        console.fail(f"cannot reach the NLB at {url}: {getattr(exc, 'reason', exc)} (is "
-                     f"`dnsrace nlb` running, with DNSRACE_HTTP_PORT as given here?)")
-    raise AssertionError("not reached")
+    return components.post_step(url, timeout, "the NLB", "dnsrace nlb", "switch")
 
 
 def _azs(value: object) -> set[str]:
