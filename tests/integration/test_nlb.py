@@ -186,6 +186,15 @@ async def test_the_record_follows_the_checks_az_failover_and_the_manual_step(
             assert runner.core.targets[instances.name_of(6)].healthy
             assert runner.core.removed_healthy >= 1
 
+            # The figures line is written every 0.5 s: wait for one that saw the failover
+            # before the manual step ends it (it can last less than a line's period).
+            def recorded() -> bool:
+                rows = [json.loads(line) for line in out.read_text().splitlines() if line]
+                return any(b["az"] == "us-east-1a" and b["failed_over"] and b["healthy"] >= 1
+                           for b in rows)
+
+            await until(recorded, "a figures line with 1a failed over")
+
             # 3. The manual step: automatic failover off, 1a's healthy target back.
             said = await asyncio.to_thread(failover, url, "off")
             assert "failover off (was on); back in DNS: us-east-1a" in said, said
