@@ -37,6 +37,7 @@ from dnsrace.dnsstore import etcd as etcd_store
 from dnsrace.dnsstore import recorder as store_recorder
 from dnsrace.kube import client as kube_client
 from dnsrace.localplane import dynamodb, processes
+from dnsrace.report import write_report
 
 Report = Callable[[str], None]
 T = TypeVar("T")
@@ -559,3 +560,15 @@ async def wait_until(predicate: Callable[[], Any], timeout: float, interval: flo
     return bool(await predicate())
 
 
+
+
+def write_run_report(run_dir: Path, report: Report) -> None:
+    """``run_dir/report.html``, timed; a failure is said, not raised: the verdict stands
+    without its pictures."""
+    started = time.monotonic()
+    try:
+        out = write_report([run_dir], run_dir / "report.html")
+    except Exception as exc:
+        report(f"report not written: {exc!r}")
+    else:
+        report(f"report: {out} ({time.monotonic() - started:.1f}s)")

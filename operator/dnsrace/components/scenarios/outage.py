@@ -33,9 +33,14 @@ from kubernetes_asyncio import client
 from dnsrace import settings as settings_mod
 from dnsrace.components import repairing
 from dnsrace.components.scenarios import racefaults
-from dnsrace.components.scenarios.lab import Lab, Report, dns_query, wait_until
+from dnsrace.components.scenarios.lab import (
+    Lab,
+    Report,
+    dns_query,
+    wait_until,
+    write_run_report,
+)
 from dnsrace.core import dwfm, instances, nlb, outage, records, verdicts
-from dnsrace.report import write_report
 
 PORTS = {"dwfm": 18207, "launcher": 18208, "network-manager": 18209, "instances": 18210,
          "nlb": 18211}
@@ -299,11 +304,5 @@ async def run_outage(cfg: settings_mod.Settings, params: OutageParams, run_dir: 
     (run_dir / "outage.json").write_text(json.dumps(judged.to_json(), indent=1))
     with contextlib.suppress(OSError):
         (run_dir / "verdict.json").unlink()  # the race's verdict file: not this scenario's
-    started = time.monotonic()
-    try:
-        out = write_report([run_dir], run_dir / "report.html")
-    except Exception as exc:  # the verdict stands without its pictures; say why they are missing
-        report(f"report not written: {exc!r}")
-    else:
-        report(f"report: {out} ({time.monotonic() - started:.1f}s)")
+    write_run_report(run_dir, report)
     return judged

@@ -21,9 +21,14 @@ from typing import Any
 from dnsrace import settings as settings_mod
 from dnsrace.components import repairing
 from dnsrace.components.scenarios import racefaults
-from dnsrace.components.scenarios.lab import Lab, Report, dns_query, wait_until
+from dnsrace.components.scenarios.lab import (
+    Lab,
+    Report,
+    dns_query,
+    wait_until,
+    write_run_report,
+)
 from dnsrace.core import plans, verdicts
-from dnsrace.report import write_report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,13 +141,7 @@ async def run_race(cfg: settings_mod.Settings, params: RaceParams, run_dir: Path
 
     verdict = verdicts.judge(verdicts.RunRecord.load(run_dir), str(run_dir))
     (run_dir / "verdict.json").write_text(json.dumps(verdict.to_json(), indent=1))
-    started = time.monotonic()
-    try:
-        out = write_report([run_dir], run_dir / "report.html")
-    except Exception as exc:  # the verdict stands without its pictures; say why they are missing
-        report(f"report not written: {exc!r}")
-    else:
-        report(f"report: {out} ({time.monotonic() - started:.1f}s)")
+    write_run_report(run_dir, report)
     return verdict
 
 
