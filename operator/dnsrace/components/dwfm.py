@@ -37,7 +37,7 @@ import prometheus_client
 from aiohttp import web
 
 from dnsrace import settings as settings_mod
-from dnsrace.components import options, serving
+from dnsrace.components import options, pacing, serving
 from dnsrace.core import dwfm
 
 log = logging.getLogger(__name__)
@@ -292,19 +292,13 @@ class Runner:
     async def loop(self, stop: asyncio.Event, out: IO[str] | None) -> None:
         """Advance every ``tick`` s and sample every ``record_every`` s until ``stop``."""
         opts = self.options
-        next_sample = time.monotonic()
-        while not stop.is_set():
-            started = time.monotonic()
-            await self.on_core(self._advance)
-            self.last_tick = time.monotonic()
-            if self.last_tick >= next_sample:
-                await self.sample(out)
-                next_sample = max(next_sample + opts.record_every, time.monotonic())
-            delay = opts.tick - (time.monotonic() - started)
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-        await self.sample(out)  # the last figures, on the way out
+        await pacing.tick_loop(
+            stop, tick=opts.tick, record_every=opts.record_every,
+            advance=lambda: self.on_core(self._advance), sample=lambda: self.sample(out),
+            ticked=self._ticked)
+
+    def _ticked(self, now: float) -> None:
+        self.last_tick = now
 
     # -- the manual step -----------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ import aiohttp
 import prometheus_client
 from kubernetes_asyncio import client
 
-from dnsrace.components import options, outages, serving
+from dnsrace.components import options, outages, pacing, serving
 from dnsrace.core import instances, launching
 from dnsrace.kube import client as kube_client
 from dnsrace.kube import reporting
@@ -595,19 +595,13 @@ class Runner:
         opts = self.options
         self.running = True
         self.last_tick = time.monotonic()
-        next_sample = time.monotonic() + opts.record_every
-        while not stop.is_set():
-            started = time.monotonic()
-            await self.tick()
-            self.last_tick = time.monotonic()
-            if self.last_tick >= next_sample:
-                await self.sample(out)
-                next_sample = max(next_sample + opts.record_every, time.monotonic())
-            delay = opts.tick - (time.monotonic() - started)
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-        await self.sample(out)  # the last figures, on the way out
+        await pacing.tick_loop(
+            stop, tick=opts.tick, record_every=opts.record_every, advance=self.tick,
+            sample=lambda: self.sample(out), ticked=self._ticked,
+            first_sample_in=opts.record_every)
+
+    def _ticked(self, now: float) -> None:
+        self.last_tick = now
 
     def health(self) -> tuple[bool, str]:
         if not self.running:

@@ -44,7 +44,7 @@ import prometheus_client
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from dnsrace.components import instancewatch, outages, serving
+from dnsrace.components import instancewatch, outages, pacing, serving
 from dnsrace.components import options as opts
 from dnsrace.core import instances, propagation
 from dnsrace.kube import client as kube_client
@@ -335,19 +335,17 @@ class Runner:
         """Advance every ``tick`` s and sample every ``record_every`` s until ``stop``; one
         last line on the way out."""
         opts = self.options
-        next_sample = time.monotonic()
-        while not stop.is_set():
-            started = time.monotonic()
+        async def advance() -> None:
             self.step()
-            self.last_tick = time.monotonic()
-            if self.last_tick >= next_sample:
-                self.sample(out)
-                next_sample = max(next_sample + opts.record_every, time.monotonic())
-            delay = opts.tick - (time.monotonic() - started)
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-        self.sample(out)
+
+        async def sample() -> None:
+            self.sample(out)
+
+        await pacing.tick_loop(stop, tick=opts.tick, record_every=opts.record_every,
+                               advance=advance, sample=sample, ticked=self._ticked)
+
+    def _ticked(self, now: float) -> None:
+        self.last_tick = now
 
     # -- status out ----------------------------------------------------------------------------
 
