@@ -4,6 +4,10 @@ foreground.
 Each command only parses options, sets up logging and signals, and calls the component's
 ``run``; SIGTERM and SIGINT set the stop flag so the component shuts down cleanly (its
 EndpointSlice or status written, files flushed).
+
+A component's modules are imported inside its command: every ``dnsrace`` process starts by
+importing the CLI, and a lab starts about twenty of them on two cores (after a crash too), so
+each pays only for its own dependencies (the Kubernetes client, kopf, aiobotocore).
 """
 
 from __future__ import annotations
@@ -24,8 +28,7 @@ import typer
 
 from dnsrace import settings as settings_mod
 from dnsrace.cli import console
-from dnsrace.components import enactor, lbnode, planner, prober, repairing
-from dnsrace.core import planning
+from dnsrace.core import planning, scrape
 from dnsrace.core.safeguards import Safeguards
 
 SafeguardsOpt = Annotated[
@@ -64,6 +67,8 @@ def _serve(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
 
 def planner_cmd() -> None:
     """Create a new DnsPlan every interval and whenever the LB pool changes."""
+    from dnsrace.components import planner
+
     cfg = _settings()
     _serve(lambda stop: planner.run(cfg, stop))
 
@@ -73,6 +78,8 @@ def enactor_cmd(
     safeguards: SafeguardsOpt = None,
 ) -> None:
     """Apply the newest DnsPlan to the DNS etcd, endpoint by endpoint, then clean up."""
+    from dnsrace.components import enactor
+
     cfg = _settings(safeguards)
     _serve(lambda stop: enactor.run(cfg, name, stop))
 
@@ -84,6 +91,8 @@ def prober_cmd(
                                         "endpoint's A and TXT records)")] = 10.0,
 ) -> None:
     """Query every lab endpoint through CoreDNS at a fixed rate and record the answers."""
+    from dnsrace.components import prober
+
     cfg = _settings()
     endpoints = planning.lab_endpoints(cfg.dns.zone, cfg.lab.accounts)
     port = cfg.lab.http_port or None
@@ -124,6 +133,8 @@ def lbnode_cmd(
 ) -> None:
     """One load-balancer node: a health endpoint on its own address, registered in the
     dynamodb-lb Service's EndpointSlices; with a backend, the DynamoDB service's front door."""
+    from dnsrace.components import lbnode
+
     cfg = _settings_or_fail()
     host, port = None, None
     if backend is not None:
@@ -159,15 +170,13 @@ def ddbclient_cmd(
     endpoint: Annotated[str | None, typer.Option(
         help="name to resolve through the lab's CoreDNS; must be in the lab zone "
              "(ddb.endpoint, $DNSRACE_DDB_ENDPOINT)")] = None,
-    port: Annotated[int, typer.Option(help="the LB nodes' port")] = lbnode.PORT,
+    port: Annotated[int, typer.Option(help="the LB nodes' port")] = scrape.LBNODE_PORT,
 ) -> None:
     """DynamoDB clients (aiobotocore) that resolve the regional endpoint through CoreDNS for
     every new connection, and record the outcome of every request."""
     cfg = _with_ddb(_settings_or_fail(), client_workers=workers, client_rate=rate,
                     endpoint=endpoint)
     http_port = cfg.lab.http_port or None
-    # Imported here: aiobotocore takes most of a second to import, and every component's
-    # start (a restart after a crash included) would pay for it.
     from dnsrace.components import ddbclient
 
     _serve(lambda stop: ddbclient.run(cfg, out, stop, port=port, http_port=http_port))
@@ -175,6 +184,8 @@ def ddbclient_cmd(
 
 def repair_cmd() -> None:
     """The manual repair: put every endpoint on the newest plan, and say what changed."""
+    from dnsrace.components import repairing
+
     cfg = _settings()
     changed = asyncio.run(repairing.repair(cfg))
     if not changed:
