@@ -17,14 +17,13 @@ ADDED, MODIFIED and DELETED event. Its calls are awaited one at a time, in order
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from kubernetes_asyncio import client, watch
 
-from dnsrace.components import outages
+from dnsrace.components import outages, retrying
 from dnsrace.core import instances
 
 log = logging.getLogger(__name__)
@@ -83,11 +82,6 @@ def endpoint_of(body: Body) -> tuple[str, int] | None:
 
 
 # -- the list and the watch ------------------------------------------------------------------
-
-
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def follow(api: client.ApiClient, namespace: str, follower: Follower,
@@ -151,7 +145,7 @@ async def follow(api: client.ApiClient, namespace: str, follower: Follower,
             elif down is None:
                 log.warning("Instances not readable, %s; retrying with back-off", what)
                 down = what
-            await _pause(stop, backoff.next())
+            await retrying.pause(stop, backoff.next())
         except Exception as exc:
             what = outages.describe(exc)
             if what is None:
@@ -160,4 +154,4 @@ async def follow(api: client.ApiClient, namespace: str, follower: Follower,
             elif down is None:
                 log.warning("Instances not readable, %s; retrying with back-off", what)
                 down = what
-            await _pause(stop, backoff.next())
+            await retrying.pause(stop, backoff.next())

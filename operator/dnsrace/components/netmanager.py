@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import json
 import logging
@@ -44,7 +43,7 @@ import prometheus_client
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from dnsrace.components import instancewatch, outages, pacing, serving
+from dnsrace.components import instancewatch, outages, pacing, retrying, serving
 from dnsrace.components import options as opts
 from dnsrace.core import instances, propagation
 from dnsrace.kube import client as kube_client
@@ -229,6 +228,12 @@ class Runner:
         self.written = 0
         self.dropped = 0
         self.backoff = backoff or outages.Backoff()
+        self.outage = retrying.Reachability(
+            "the API server", log,
+            down="Instance status not written, {why}: {kept} kept, retried in order with "
+                 "back-off",
+            back="Instance status written again (API server back after: {why}); {kept} still "
+                 "to write")
         self.exporter = Exporter()
         self.last_tick = time.monotonic()
         self.wake = asyncio.Event()
@@ -404,31 +409,23 @@ class Runner:
                 log.debug("NetworkReady Event of %s not posted: %r", name, exc)
         return True
 
+    async def _write_next(self) -> float | None:
+        """``write_one``; the seconds to wait before trying again when the API server is
+        unreachable, else None."""
+        try:
+            await self.write_one()
+        except _Unreachable as exc:
+            self.outage.failed(str(exc), kept=len(self.unwritten))
+            return self.backoff.next()
+        if self.outage.down:
+            self.outage.ok(kept=len(self.unwritten))
+            self.backoff.reset()
+        return None
+
     async def writer(self, stop: asyncio.Event) -> None:
         """Write the unwritten statuses in order until ``stop``; while the API server is
         unreachable, one log line, a back-off, and the same one again."""
-        down: str | None = None
-        while not stop.is_set():
-            if not self.unwritten:
-                self.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), 1.0)
-                continue
-            try:
-                await self.write_one()
-            except _Unreachable as exc:
-                if down is None:
-                    log.warning("Instance status not written, %s: %d kept, retried in order "
-                                "with back-off", exc, len(self.unwritten))
-                    down = str(exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.backoff.next())
-                continue
-            if down is not None:
-                log.info("Instance status written again (API server back after: %s); %d "
-                         "still to write", down, len(self.unwritten))
-                down = None
-                self.backoff.reset()
+        await retrying.write_in_order(stop, self.unwritten, self.wake, self._write_next)
 
     # -- HTTP ----------------------------------------------------------------------------------
 
