@@ -1,15 +1,17 @@
 """The HTTP endpoints every component serves: ``/healthz`` and Prometheus ``/metrics``.
 
 Every long-running component (planner, enactors, prober, LB nodes, the cascade's services) calls
-``serve`` once at start and ``runner.cleanup()`` on the way out, so that Kubernetes probes and
-Prometheus scrape them all the same way. ``/metrics`` exposes the process's default
-prometheus_client registry, where each component registers its metrics at import.
+``serve`` once at start and ``runner.cleanup()`` on the way out (or wraps its run in ``served``,
+which does both), so that Kubernetes probes and Prometheus scrape them all the same way.
+``/metrics`` exposes the process's default prometheus_client registry, where each component
+registers its metrics at import.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import prometheus_client
 from aiohttp import web
@@ -64,6 +66,19 @@ async def serve(host: str, port: int, health: Health | None = None,
         raise
     log.info("serving /healthz and /metrics on %s", bound_url(runner))
     return runner
+
+
+@contextlib.asynccontextmanager
+async def served(host: str, port: int | None,
+                 app: Callable[[], web.Application]) -> AsyncIterator[web.AppRunner | None]:
+    """``serve`` what ``app`` builds on ``host:port`` for the block, stopped on the way out
+    however the block ends; with ``port`` None nothing is built or served (yields None)."""
+    server = None if port is None else await serve(host, port, app=app())
+    try:
+        yield server
+    finally:
+        if server is not None:
+            await server.cleanup()
 
 
 def bound_port(runner: web.AppRunner) -> int:
