@@ -26,7 +26,7 @@ _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 MODULE_COMPONENTS = {
     "enactor": {"enactor"}, "planner": {"planner"}, "prober": {"prober"},
     "lbnode": {"lbnode"}, "ddbclient": {"ddb-client"}, "dwfm": {"dwfm"},
-    "leasestore": {"dwfm"}, "nlbctl": {"nlb"}, "launcher": {"launcher"},
+    "leasestore": {"dwfm"}, "nlbfigures": {"nlb"}, "launcher": {"launcher"},
     "netmanager": {"network-manager"}, "instancehost": {"instances"},
     # Fault injection runs inside every kopf component (its FaultTable).
     "faults": {"planner", "enactor"},

@@ -6,30 +6,31 @@ fed Instances by hand over a ``MemoryRecordStore``; ``run`` against the local pl
 runner: the mechanism (health thresholds, AZ failover, fail-open, ``velocity-control``) is
 ``core.nlb.Nlb``, pure and tested on a virtual clock; this module only feeds it on Unix time:
 
-- targets: every ``Instance`` of the namespace whose ``status.phase`` is ``Launched`` is
-  registered in its AZ (``spec.az``) at its ``status.endpoint`` as soon as the watch shows it,
-  before its network state has propagated (as NLB did: that is what makes the checks flap by
-  themselves); a deleted Instance is deregistered. A list, then a watch from its
-  resourceVersion; a 410 or any outage lists again.
-- health checks: real HTTP probes, ``GET http://<endpoint>/healthz`` with ``check_timeout``, a
-  new connection each, at most ``concurrency`` at once, each result given to ``Nlb.observe``.
-- the record: every ``tick`` s ``Nlb.publish``; when the published set of addresses changed, the
-  NLB's name gets one A record per distinct published host (with ``port``-style endpoints, kind,
-  several targets share one host: it is published once), written in one etcd transaction that
-  removes the name's other records. The NLB is the only writer of its own name: no plan, no
-  marker. The record outlives the controller (it is left as it is on the way out).
+- targets (``nlbtargets``): every ``Instance`` of the namespace whose ``status.phase`` is
+  ``Launched`` is registered in its AZ (``spec.az``) at its ``status.endpoint`` as soon as the
+  watch shows it, before its network state has propagated (as NLB did: that is what makes the
+  checks flap by themselves); a deleted Instance is deregistered. A list, then a watch from its
+  resourceVersion (here); a 410 or any outage lists again.
+- health checks (``nlbprobe``): real HTTP probes, ``GET http://<endpoint>/healthz`` with
+  ``check_timeout``, a new connection each, at most ``concurrency`` at once, each result given
+  to ``Nlb.observe``.
+- the record (``nlbrecord``): every ``tick`` s ``Nlb.publish``; when the published set of
+  addresses changed, the NLB's name gets one A record per distinct published host (with
+  ``port``-style endpoints, kind, several targets share one host: it is published once),
+  written in one etcd transaction that removes the name's other records. The NLB is the only
+  writer of its own name: no plan, no marker. The record outlives the controller (it is left as
+  it is on the way out).
 
-What it shows: ``/metrics`` (``dnsrace_nlb_*``, docs/metrics.md), ``/healthz`` (the publish loop
-turns), one JSON line per AZ and one for all each ``record_every`` s in ``out``
-(``nlb.jsonl``), one log line when the API server or the DNS etcd becomes unreachable and one
-when it is back. The manual step (9:36 AM) is ``POST /failover?enabled=0|1`` from loopback.
+What it shows (``nlbfigures``): ``/metrics`` (``dnsrace_nlb_*``, docs/metrics.md), ``/healthz``
+(the publish loop turns), one JSON line per AZ and one for all each ``record_every`` s in
+``out`` (``nlb.jsonl``), one log line when the API server or the DNS etcd becomes unreachable
+and one when it is back (``nlboutage``). The manual step (9:36 AM) is
+``POST /failover?enabled=0|1`` from loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -40,51 +41,24 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-import aiohttp
-import prometheus_client
 from aiohttp import web
 from kubernetes_asyncio import client, watch
 
+# The "name as name" imports are re-exports: the CLI and the tests import them from here.
 from dnsrace import settings as settings_mod
-from dnsrace.components import options, outages, serving
-from dnsrace.core import instances, launching, nlb, records, stores
+from dnsrace.components import nlboutage, options, serving
+from dnsrace.components.nlbfigures import Exporter, figures_lines
+from dnsrace.components.nlbprobe import Checker
+from dnsrace.components.nlbprobe import probe as probe
+from dnsrace.components.nlbrecord import Writer
+from dnsrace.components.nlbrecord import etcd_store as etcd_store
+from dnsrace.components.nlbrecord import record_set as record_set
+from dnsrace.components.nlbtargets import Member as Member
+from dnsrace.components.nlbtargets import Targets
+from dnsrace.components.nlbtargets import member as member
+from dnsrace.core import instances, nlb, records, stores
 
 log = logging.getLogger(__name__)
-
-AZS = launching.AZS
-"""The AZs the Instance CRD allows: every figures sample names each, with targets or not."""
-
-OUTCOMES = ("ok", "status", "refused", "reset", "timeout", "error")
-"""A health check's outcome: ``ok`` (HTTP 200-399, NLB's default success codes), ``status``
-(another HTTP status), ``refused`` (nothing listens), ``reset`` (the connection dropped before
-an answer), ``timeout`` (no answer in ``check_timeout``), ``error`` (anything else: unreachable
-network, bad endpoint)."""
-
-TARGETS = prometheus_client.Gauge(
-    "dnsrace_nlb_targets", "Registered targets per AZ by their health-check state.",
-    ["az", "state"])
-PUBLISHED_CAPACITY = prometheus_client.Gauge(
-    "dnsrace_nlb_published_capacity", "Capacity the NLB publishes (serves) per AZ.", ["az"])
-FAILED_OVER = prometheus_client.Gauge(
-    "dnsrace_nlb_failed_over", "1 while the AZ is failed over (none of its targets published).",
-    ["az"])
-FLIPS = prometheus_client.Counter(
-    "dnsrace_nlb_flips_total", "Target health changes (healthy to unhealthy or back).")
-FAILOVERS = prometheus_client.Counter(
-    "dnsrace_nlb_failovers_total", "AZs failed over by automatic AZ DNS failover.")
-CAPACITY_REMOVED = prometheus_client.Counter(
-    "dnsrace_nlb_capacity_removed_total",
-    "Healthy capacity removed from DNS by AZ failover.")
-CHECKS = prometheus_client.Counter(
-    "dnsrace_nlb_checks_total",
-    "Health checks by outcome: ok, status, refused, reset, timeout, error.", ["result"])
-AUTO_FAILOVER = prometheus_client.Gauge(
-    "dnsrace_nlb_auto_failover", "1 while automatic AZ DNS failover is on.")
-VELOCITY = prometheus_client.Gauge(
-    "dnsrace_nlb_velocity_control", "1 while the velocity-control safeguard is on.")
-RECORD_WRITES = prometheus_client.Counter(
-    "dnsrace_nlb_record_writes_total",
-    "Writes of the NLB's DNS record to the DNS etcd: ok, failed.", ["result"])
 
 FLAGS = {"interval": "--interval", "unhealthy_threshold": "--unhealthy-threshold",
          "healthy_threshold": "--healthy-threshold", "failover_share": "--failover-share"}
@@ -166,170 +140,6 @@ class Options:
         records.name_path(self.name)  # a ValueError for an empty name
 
 
-# -- Instances -----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Member:
-    """A launched Instance as the NLB sees it: a target."""
-
-    name: str
-    az: str
-    endpoint: str
-    """``host:port`` the instance serves on."""
-
-
-def member(obj: Mapping[str, Any]) -> Member | None:
-    """The target an Instance object stands for: None unless it is Launched, with an endpoint
-    and an AZ, and not being deleted."""
-    meta = obj.get("metadata") or {}
-    status = obj.get("status") or {}
-    spec = obj.get("spec") or {}
-    if meta.get("deletionTimestamp") or status.get("phase") != instances.LAUNCHED:
-        return None
-    name, az, endpoint = meta.get("name"), spec.get("az"), status.get("endpoint")
-    if not (isinstance(name, str) and isinstance(az, str) and isinstance(endpoint, str)
-            and name and az and endpoint):
-        return None
-    return Member(name, az, endpoint)
-
-
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` too) -> (host, port); a ValueError when it is neither."""
-    host, sep, port = endpoint.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"endpoint {endpoint!r} is not host:port")
-    return host, int(port)
-
-
-def record_leaf(host: str) -> str:
-    """The record's leaf under the NLB's name: the address, dots and colons as dashes."""
-    return "nlb-" + host.replace(".", "-").replace(":", "-")
-
-
-def record_set(published: Iterable[str], endpoints: Mapping[str, str],
-               ttl: int) -> dict[str, records.Record]:
-    """The NLB's records for the published targets: one A (or AAAA) record per distinct host
-    of their endpoints. Several targets on one host (``port``-style endpoints) give one record:
-    DNS carries no port, and a client reaching the host reaches whichever of them serves.
-    A target whose host is not an IP address is left out (DNS can carry no name here)."""
-    out: dict[str, records.Record] = {}
-    for target in sorted(published):
-        endpoint = endpoints.get(target)
-        if endpoint is None:
-            continue
-        try:
-            host, _ = split_endpoint(endpoint)
-            ipaddress.ip_address(host)
-        except ValueError:
-            continue
-        out[record_leaf(host)] = records.Record(ttl=ttl, host=host)
-    return out
-
-
-# -- health checks -------------------------------------------------------------------------
-
-
-async def probe(session: aiohttp.ClientSession, endpoint: str, timeout: float) -> str:
-    """One health check: ``GET http://<endpoint>/healthz`` within ``timeout`` s, its outcome
-    (``OUTCOMES``)."""
-    try:
-        host, port = split_endpoint(endpoint)
-    except ValueError:
-        return "error"
-    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/healthz"
-    try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout),
-                               allow_redirects=False) as resp:
-            await resp.read()
-            return "ok" if 200 <= resp.status < 400 else "status"
-    except TimeoutError:
-        return "timeout"
-    except aiohttp.ClientConnectorError as exc:
-        return "refused" if isinstance(exc.os_error, ConnectionRefusedError) else "error"
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError):
-        return "reset"
-    except (aiohttp.ClientError, OSError, ValueError):
-        return "error"
-
-
-# -- figures -------------------------------------------------------------------------------
-
-
-def _num(x: float) -> float | int:
-    """Capacities as the figures write them: whole numbers without ``.0``."""
-    return int(x) if float(x).is_integer() else round(x, 3)
-
-
-def figures_lines(core: nlb.Nlb, now: float, *, checks: Mapping[str, int] | None = None,
-                  addresses: int = 0, writes: int = 0, write_failures: int = 0,
-                  ) -> list[dict[str, Any]]:
-    """One figures sample of ``nlb.jsonl`` (docs/cascade.md, "The NLB"): a line per AZ
-    ``{t, az, healthy, unhealthy, published, failed_over, targets}`` (capacities: healthy and
-    unhealthy by the checks, published in DNS), then ``{t, az: "all", ...}`` with the totals."""
-    fig = core.figures(now)
-    t = round(now, 3)
-    healthy: dict[str, float] = collections.defaultdict(float)
-    unhealthy: dict[str, float] = collections.defaultdict(float)
-    count: dict[str, int] = collections.defaultdict(int)
-    for target in core.targets.values():
-        (healthy if target.healthy else unhealthy)[target.az] += target.capacity
-        count[target.az] += 1
-    lines: list[dict[str, Any]] = []
-    for az in sorted(set(AZS) | set(fig.registered)):
-        lines.append({"t": t, "az": az, "healthy": _num(healthy[az]),
-                      "unhealthy": _num(unhealthy[az]),
-                      "published": _num(fig.healthy.get(az, 0.0)),
-                      "failed_over": az in fig.failed_over, "targets": count[az]})
-    checks = checks or {}
-    last = core.last
-    lines.append({
-        "t": t, "az": "all", "flips": fig.flips, "failovers": fig.az_failovers,
-        "restores": fig.az_restores, "removed": _num(fig.removed_healthy),
-        "removed_unhealthy": _num(fig.removed_unhealthy),
-        "removed_in_window": _num(fig.removed_in_window), "held": _num(fig.held),
-        "targets": fig.targets, "unhealthy": fig.unhealthy,
-        "published": len(last.targets) if last is not None else 0, "addresses": addresses,
-        "fail_open": bool(last is not None and last.fail_open),
-        "checks": sum(checks.values()), "checks_failed": sum(
-            n for k, n in checks.items() if k != "ok"),
-        "writes": writes, "write_failures": write_failures,
-        "auto_failover": fig.auto_failover, "velocity_control": fig.velocity_control,
-    })
-    return lines
-
-
-class Exporter:
-    """Puts the core's state on the Prometheus metrics: gauges as they are, the core's totals
-    as counter increments since the previous update (several runners in one process add up)."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
-
-    def _add(self, counter: prometheus_client.Counter, key: str, total: float) -> None:
-        delta = total - self._last.get(key, 0)
-        if delta > 0:
-            counter.inc(delta)
-        self._last[key] = total
-
-    def update(self, core: nlb.Nlb, now: float) -> None:
-        fig = core.figures(now)
-        states: dict[tuple[str, str], int] = collections.defaultdict(int)
-        for target in core.targets.values():
-            states[target.az, "healthy" if target.healthy else "unhealthy"] += 1
-        for az in sorted(set(AZS) | set(fig.registered)):
-            for state in ("healthy", "unhealthy"):
-                TARGETS.labels(az, state).set(states[az, state])
-            PUBLISHED_CAPACITY.labels(az).set(fig.healthy.get(az, 0.0))
-            FAILED_OVER.labels(az).set(1 if az in fig.failed_over else 0)
-        AUTO_FAILOVER.set(1 if fig.auto_failover else 0)
-        VELOCITY.set(1 if fig.velocity_control else 0)
-        self._add(FLIPS, "flips", fig.flips)
-        self._add(FAILOVERS, "failovers", fig.az_failovers)
-        self._add(CAPACITY_REMOVED, "removed", fig.removed_healthy)
-
-
 @dataclasses.dataclass(frozen=True)
 class Failover:
     """What ``POST /failover`` did (its JSON answer)."""
@@ -346,45 +156,6 @@ class Failover:
     published: int
 
 
-class _Outage:
-    """One log line when a dependency becomes unreachable, one when it is back."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.since: float | None = None
-        self.failures = 0
-        self.backoff = outages.Backoff()
-
-    def failed(self, exc: BaseException, doing: str) -> float:
-        """Log (the first failure of a streak only, unless it is a bug) and return the delay
-        before the next attempt."""
-        self.failures += 1
-        description = outages.describe(exc)
-        delay = self.backoff.next()
-        if description is None:
-            log.error("%s: %s failed; retrying in %.1f s", self.what, doing, delay,
-                      exc_info=exc)
-        elif self.since is None:
-            log.warning("%s: %s failed, %s; retrying with back-off (checks go on)",
-                        self.what, doing, description)
-        if self.since is None:
-            self.since = time.monotonic()
-        return delay
-
-    def ok(self) -> None:
-        if self.since is not None:
-            log.info("%s reachable again after %.1f s (%d attempts failed)", self.what,
-                     time.monotonic() - self.since, self.failures)
-        self.since = None
-        self.failures = 0
-        self.backoff.reset()
-
-
-async def _sleep(stop: asyncio.Event, delay: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), delay)
-
-
 class Runner:
     """The core on real time: targets from Instances, probes out, results in, the record out."""
 
@@ -395,187 +166,34 @@ class Runner:
         self.clock = clock
         self.core = nlb.Nlb(options.params, random.Random(options.seed), start=clock(),
                             velocity=nlb.VelocityControl() if options.velocity else None)
-        self.members: dict[str, Member] = {}
-        self.synced = False
-        """True once the Instances were listed: before, the record is not touched."""
-        self.desired: dict[str, records.Record] | None = None
-        self.written: dict[str, records.Record] | None = None
-        self.checks: collections.Counter[str] = collections.Counter()
-        self.writes = self.write_failures = 0
+        self.targets = Targets(self.core, clock)
+        self.checker = Checker(self.core, self.targets, clock, timeout=options.check_timeout,
+                               concurrency=options.concurrency, step=options.check_step)
+        self.checks = self.checker.checks
+        self.record = Writer(store, options.name, tick=options.tick, resync=options.resync)
         self.exporter = Exporter()
         self.last_tick = time.monotonic()
-        self._dirty = asyncio.Event()
-        self._probes: set[asyncio.Task[None]] = set()
         self._failed_over: frozenset[str] = frozenset()
         self._fail_open = False
 
-    # -- targets -------------------------------------------------------------------------------
+    # -- targets (``nlbtargets``) --------------------------------------------------------------
 
-    def _add(self, m: Member) -> None:
-        current = self.members.get(m.name)
-        if current == m:
-            return
-        if current is not None:  # moved (a new endpoint): a new registration
-            self.core.deregister(m.name)
-        self.core.register(m.name, m.az, self.clock())
-        self.members[m.name] = m
-        log.debug("target %s registered in %s at %s", m.name, m.az, m.endpoint)
-
-    def _remove(self, name: str) -> None:
-        if self.members.pop(name, None) is not None:
-            self.core.deregister(name)
-            log.debug("target %s deregistered", name)
-
-    def sync(self, objects: Iterable[Mapping[str, Any]]) -> None:
-        """A full list of Instances: register the launched ones not yet registered,
-        deregister those gone; registered ones keep their health."""
-        found = {m.name: m for m in (member(o) for o in objects) if m is not None}
-        for name in set(self.members) - set(found):
-            self._remove(name)
-        for m in found.values():
-            self._add(m)
-        self.synced = True
-
-    def event(self, kind: str, obj: Mapping[str, Any]) -> None:
-        """One watch event of an Instance."""
-        name = (obj.get("metadata") or {}).get("name")
-        if not isinstance(name, str):
-            return
-        m = None if kind == "DELETED" else member(obj)
-        if m is None:
-            self._remove(name)
-        else:
-            self._add(m)
+    @property
+    def synced(self) -> bool:
+        """True once the Instances were listed: before, the record is not touched."""
+        return self.targets.synced
 
     @property
     def endpoints(self) -> dict[str, str]:
-        return {name: m.endpoint for name, m in self.members.items()}
+        return self.targets.endpoints
 
-    # -- health checks -------------------------------------------------------------------------
+    def sync(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        """A full list of Instances (``Targets.sync``)."""
+        self.targets.sync(objects)
 
-    async def _check(self, session: aiohttp.ClientSession, slots: asyncio.Semaphore,
-                     name: str, t: float, m: Member) -> None:
-        async with slots:
-            outcome = await probe(session, m.endpoint, self.options.check_timeout)
-        self.checks[outcome] += 1
-        CHECKS.labels(outcome).inc()
-        if self.members.get(name) is not m:
-            return  # deregistered (or moved) while it was probed
-        if self.core.observe(name, t, outcome == "ok"):
-            target = self.core.targets[name]
-            log.debug("target %s (%s) %s after %s", name, m.az,
-                      "healthy" if target.healthy else "unhealthy", outcome)
-
-    def start_due(self, session: aiohttp.ClientSession, slots: asyncio.Semaphore) -> int:
-        """Start a probe for every check due now; how many started."""
-        due = self.core.take_due(self.clock())
-        for t, name in due:
-            m = self.members[name]
-            task = asyncio.create_task(self._check(session, slots, name, t, m))
-            self._probes.add(task)
-            task.add_done_callback(self._probes.discard)
-        return len(due)
-
-    async def check_loop(self, stop: asyncio.Event) -> None:
-        for outcome in OUTCOMES:  # every series from the start, at 0
-            CHECKS.labels(outcome)
-        connector = aiohttp.TCPConnector(force_close=True, limit=0)
-        slots = asyncio.Semaphore(self.options.concurrency)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            try:
-                while not stop.is_set():
-                    self.start_due(session, slots)
-                    await _sleep(stop, self.options.check_step)
-            finally:
-                for task in list(self._probes):
-                    task.cancel()
-                await asyncio.gather(*self._probes, return_exceptions=True)
-
-    # -- what DNS gets -------------------------------------------------------------------------
-
-    def publish(self) -> nlb.Published:
-        """Publish now; the records follow (the writer writes them when they changed)."""
-        pub = self.core.publish(self.clock())
-        if pub.failed_over != self._failed_over:
-            for az in sorted(pub.failed_over - self._failed_over):
-                log.warning("AZ %s failed over: its targets leave DNS, healthy ones included",
-                            az)
-            for az in sorted(self._failed_over - pub.failed_over):
-                log.info("AZ %s back in DNS", az)
-            self._failed_over = pub.failed_over
-        if pub.fail_open != self._fail_open:
-            log.warning("fail-open %s: %s", "on" if pub.fail_open else "off",
-                        "no healthy target left, every target published" if pub.fail_open
-                        else "healthy targets again")
-            self._fail_open = pub.fail_open
-        if self.synced:
-            self.desired = record_set(pub.targets, self.endpoints, self.options.ttl)
-            if self.desired != self.written:
-                self._dirty.set()
-        return pub
-
-    async def write(self) -> bool:
-        """Write the desired records if they differ from what was last written; True when
-        something was written."""
-        desired = self.desired
-        if self.store is None or desired is None or desired == self.written:
-            return False
-        await self.store.apply(stores.Change(self.options.name, put=dict(desired),
-                                             delete_all=True))
-        self.written = desired
-        self.writes += 1
-        RECORD_WRITES.labels("ok").inc()
-        log.info("%s: %d addresses published", self.options.name, len(desired))
-        return True
-
-    async def resync(self) -> None:
-        """Read the record back; forget what was written when it differs, so it is rewritten."""
-        if self.store is None or self.written is None:
-            return
-        state = await self.store.read(self.options.name)
-        if state.records != self.written:
-            log.warning("%s: the DNS etcd holds %d records, not the %d written: rewriting",
-                        self.options.name, len(state.records), len(self.written))
-            self.written = None
-            self._dirty.set()
-
-    async def write_loop(self, stop: asyncio.Event) -> None:
-        """Write the record whenever it changed; on an outage, back off and write the newest
-        record once the DNS etcd answers again."""
-        outage = _Outage("DNS etcd")
-        RECORD_WRITES.labels("ok")
-        RECORD_WRITES.labels("failed")
-        next_resync = time.monotonic() + self.options.resync
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self.options.tick)
-            if stop.is_set():
-                break
-            self._dirty.clear()
-            try:
-                if time.monotonic() >= next_resync:
-                    next_resync = time.monotonic() + self.options.resync
-                    await self.resync()
-                await self.write()
-            except asyncio.CancelledError:
-                raise
-            except stores.ChangeRejected as exc:  # the name moved between read and write
-                log.info("record write refused, writing again: %s", exc)
-                await _sleep(stop, self.options.tick)
-                self._dirty.set()
-            except Exception as exc:
-                self.write_failures += 1
-                RECORD_WRITES.labels("failed").inc()
-                await _sleep(stop, outage.failed(exc, f"writing {self.options.name}"))
-                self._dirty.set()
-            else:
-                outage.ok()
-
-    async def publish_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self.publish()
-            self.last_tick = time.monotonic()
-            await _sleep(stop, self.options.tick)
+    def event(self, kind: str, obj: Mapping[str, Any]) -> None:
+        """One watch event of an Instance (``Targets.event``)."""
+        self.targets.event(kind, obj)
 
     # -- the Instances -------------------------------------------------------------------------
 
@@ -584,14 +202,14 @@ class Runner:
         again after a 410 (the watch fell too far behind) or an outage."""
         co = client.CustomObjectsApi(api)
         ns = self.options.namespace
-        outage = _Outage("API server")
+        outage = nlboutage.Outage("API server")
         version: str | None = None
         while not stop.is_set():
             try:
                 if version is None:
                     listed = await co.list_namespaced_custom_object(
                         instances.GROUP, instances.VERSION, ns, instances.PLURAL)
-                    self.sync(listed.get("items") or [])
+                    self.targets.sync(listed.get("items") or [])
                     version = str(listed["metadata"]["resourceVersion"])
                     outage.ok()
                 w = watch.Watch()
@@ -604,7 +222,7 @@ class Runner:
                         kind = str(ev.get("type", ""))
                         obj = ev.get("raw_object")
                         if kind in ("ADDED", "MODIFIED", "DELETED") and isinstance(obj, dict):
-                            self.event(kind, obj)
+                            self.targets.event(kind, obj)
                         seen = getattr(w, "resource_version", None)  # typed None upstream
                         if seen:
                             version = str(seen)
@@ -624,10 +242,69 @@ class Runner:
                                 "back-off (checks go on)", exc.status, exc.reason)
                     outage.since = time.monotonic()
                 outage.failures += 1
-                await _sleep(stop, outage.backoff.next())
+                await nlboutage.sleep(stop, outage.backoff.next())
             except Exception as exc:
                 version = None
-                await _sleep(stop, outage.failed(exc, "reading Instances"))
+                await nlboutage.sleep(stop, outage.failed(exc, "reading Instances"))
+
+    # -- health checks (``nlbprobe``) ----------------------------------------------------------
+
+    async def check_loop(self, stop: asyncio.Event) -> None:
+        await self.checker.loop(stop)
+
+    # -- what DNS gets (``nlbrecord``) ---------------------------------------------------------
+
+    @property
+    def desired(self) -> dict[str, records.Record] | None:
+        return self.record.desired
+
+    @property
+    def written(self) -> dict[str, records.Record] | None:
+        return self.record.written
+
+    @property
+    def writes(self) -> int:
+        return self.record.writes
+
+    @property
+    def write_failures(self) -> int:
+        return self.record.write_failures
+
+    def publish(self) -> nlb.Published:
+        """Publish now; the records follow (the writer writes them when they changed)."""
+        pub = self.core.publish(self.clock())
+        if pub.failed_over != self._failed_over:
+            for az in sorted(pub.failed_over - self._failed_over):
+                log.warning("AZ %s failed over: its targets leave DNS, healthy ones included",
+                            az)
+            for az in sorted(self._failed_over - pub.failed_over):
+                log.info("AZ %s back in DNS", az)
+            self._failed_over = pub.failed_over
+        if pub.fail_open != self._fail_open:
+            log.warning("fail-open %s: %s", "on" if pub.fail_open else "off",
+                        "no healthy target left, every target published" if pub.fail_open
+                        else "healthy targets again")
+            self._fail_open = pub.fail_open
+        if self.synced:
+            self.record.want(record_set(pub.targets, self.endpoints, self.options.ttl))
+        return pub
+
+    async def write(self) -> bool:
+        """``Writer.write``: True when something was written."""
+        return await self.record.write()
+
+    async def resync(self) -> None:
+        """``Writer.resync``: the record read back, rewritten if it differs."""
+        await self.record.resync()
+
+    async def write_loop(self, stop: asyncio.Event) -> None:
+        await self.record.loop(stop)
+
+    async def publish_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.publish()
+            self.last_tick = time.monotonic()
+            await nlboutage.sleep(stop, self.options.tick)
 
     # -- figures -------------------------------------------------------------------------------
 
@@ -651,7 +328,7 @@ class Runner:
     async def sample_loop(self, stop: asyncio.Event, out: IO[str] | None) -> None:
         while not stop.is_set():
             self.sample(out)
-            await _sleep(stop, self.options.record_every)
+            await nlboutage.sleep(stop, self.options.record_every)
 
     # -- the manual step -----------------------------------------------------------------------
 
@@ -701,13 +378,6 @@ class Runner:
         return app
 
 
-def etcd_store(cfg: settings_mod.Settings, timeout: float = 2.0) -> stores.RecordStore:
-    """The DNS etcd CoreDNS serves, as a record store."""
-    from dnsrace.dnsstore import etcd  # aetcd only when the NLB runs
-
-    return etcd.EtcdRecordStore.from_endpoint(cfg.dns.etcd_endpoint, timeout=timeout)
-
-
 async def run(options: Options, store: stores.RecordStore | None,
               api: client.ApiClient | None, stop: asyncio.Event, *,
               clock: Callable[[], float] = time.time,
@@ -716,44 +386,41 @@ async def run(options: Options, store: stores.RecordStore | None,
     ``Runner.sync``/``event``), check, publish into ``store``, serve, sample. The record is
     left as it is on the way out. Returns the runner."""
     runner = Runner(options, store, clock=clock)
-    server = None
-    if options.http_port is not None:
-        server = await serving.serve(options.http_host, options.http_port, app=runner.app())
-    p = options.params
-    log.info("NLB %s: Instances of %s checked every %.1f s (unhealthy after %d failures, "
-             "healthy after %d passes, timeout %.1f s); AZ failover above %.0f %% unhealthy; "
-             "velocity-control %s", options.name, options.namespace, p.interval,
-             p.unhealthy_threshold, p.healthy_threshold, options.check_timeout,
-             100 * p.failover_share, "on" if options.velocity else "off")
-    fh = None
-    if options.out is not None:
-        options.out.parent.mkdir(parents=True, exist_ok=True)
-        fh = options.out.open("a")
-    tasks = [asyncio.create_task(runner.check_loop(stop)),
-             asyncio.create_task(runner.publish_loop(stop)),
-             asyncio.create_task(runner.write_loop(stop)),
-             asyncio.create_task(runner.sample_loop(stop, fh))]
-    if api is not None:
-        tasks.append(asyncio.create_task(runner.watch_loop(api, stop)))
-    stopped = asyncio.create_task(stop.wait())
-    try:
-        if started is not None:
-            started(runner)
-        done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            error = None if task is stopped or task.cancelled() else task.exception()
-            if error is not None:
-                raise error  # a bug (outages are waited out): with its traceback
-    finally:
-        stopped.cancel()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async with serving.served(options.http_host, options.http_port, runner.app):
+        p = options.params
+        log.info("NLB %s: Instances of %s checked every %.1f s (unhealthy after %d failures, "
+                 "healthy after %d passes, timeout %.1f s); AZ failover above %.0f %% "
+                 "unhealthy; velocity-control %s", options.name, options.namespace, p.interval,
+                 p.unhealthy_threshold, p.healthy_threshold, options.check_timeout,
+                 100 * p.failover_share, "on" if options.velocity else "off")
+        fh = None
+        if options.out is not None:
+            options.out.parent.mkdir(parents=True, exist_ok=True)
+            fh = options.out.open("a")
+        tasks = [asyncio.create_task(runner.check_loop(stop)),
+                 asyncio.create_task(runner.publish_loop(stop)),
+                 asyncio.create_task(runner.write_loop(stop)),
+                 asyncio.create_task(runner.sample_loop(stop, fh))]
+        if api is not None:
+            tasks.append(asyncio.create_task(runner.watch_loop(api, stop)))
+        stopped = asyncio.create_task(stop.wait())
         try:
-            runner.sample(fh)  # the last figures, on the way out
+            if started is not None:
+                started(runner)
+            done, _ = await asyncio.wait([stopped, *tasks],
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                error = None if task is stopped or task.cancelled() else task.exception()
+                if error is not None:
+                    raise error  # a bug (outages are waited out): with its traceback
         finally:
-            if fh is not None:
-                fh.close()
-            if server is not None:
-                await server.cleanup()
+            stopped.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                runner.sample(fh)  # the last figures, on the way out
+            finally:
+                if fh is not None:
+                    fh.close()
     return runner
