@@ -408,29 +408,27 @@ async def run(options: Options, store: dwfm.LeaseStore, stop: asyncio.Event, *,
     """Run DWFM until ``stop``: reach the store, then advance, sample and serve. Returns the
     runner (its core holds the final state). ``started`` is called once the core exists."""
     runner = Runner(options, store, clock=clock)
-    server = None
-    if options.http_port is not None:
-        server = await serving.serve(options.http_host, options.http_port, app=runner.app())
     try:
-        if not await runner.start(stop):
+        # Serving stops before the core's thread and the store close: a /leases or /restart
+        # asked in between would find them gone.
+        async with serving.served(options.http_host, options.http_port, runner.app):
+            if not await runner.start(stop):
+                return runner
+            p = options.params
+            log.info("DWFM: %d droplets, %d workers x %.2f s, deadline %.1f s, lease %.1f s "
+                     "renewed every %.1f s; dwfm-throttle %s", p.droplets, p.workers,
+                     p.service_time, p.deadline, p.lease_ttl, p.check_interval,
+                     "on" if options.throttle else "off")
+            if started is not None:
+                started(runner)
+            if options.out is not None:
+                options.out.parent.mkdir(parents=True, exist_ok=True)
+                with options.out.open("a") as fh:
+                    await runner.loop(stop, fh)
+            else:
+                await runner.loop(stop, None)
             return runner
-        p = options.params
-        log.info("DWFM: %d droplets, %d workers x %.2f s, deadline %.1f s, lease %.1f s "
-                 "renewed every %.1f s; dwfm-throttle %s", p.droplets, p.workers,
-                 p.service_time, p.deadline, p.lease_ttl, p.check_interval,
-                 "on" if options.throttle else "off")
-        if started is not None:
-            started(runner)
-        if options.out is not None:
-            options.out.parent.mkdir(parents=True, exist_ok=True)
-            with options.out.open("a") as fh:
-                await runner.loop(stop, fh)
-        else:
-            await runner.loop(stop, None)
-        return runner
     finally:
-        if server is not None:
-            await server.cleanup()
         runner.close()
         close = getattr(store, "close", None)
         if close is not None:
