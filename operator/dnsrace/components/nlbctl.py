@@ -46,7 +46,7 @@ from kubernetes_asyncio import client, watch
 
 # The "name as name" imports are re-exports: the CLI and the tests import them from here.
 from dnsrace import settings as settings_mod
-from dnsrace.components import nlboutage, options, serving
+from dnsrace.components import nlboutage, options, retrying, serving
 from dnsrace.components.nlbfigures import Exporter, figures_lines
 from dnsrace.components.nlbprobe import Checker
 from dnsrace.components.nlbprobe import probe as probe
@@ -242,10 +242,10 @@ class Runner:
                                 "back-off (checks go on)", exc.status, exc.reason)
                     outage.since = time.monotonic()
                 outage.failures += 1
-                await nlboutage.sleep(stop, outage.backoff.next())
+                await retrying.pause(stop, outage.backoff.next())
             except Exception as exc:
                 version = None
-                await nlboutage.sleep(stop, outage.failed(exc, "reading Instances"))
+                await retrying.pause(stop, outage.failed(exc, "reading Instances"))
 
     # -- health checks (``nlbprobe``) ----------------------------------------------------------
 
@@ -304,7 +304,7 @@ class Runner:
         while not stop.is_set():
             self.publish()
             self.last_tick = time.monotonic()
-            await nlboutage.sleep(stop, self.options.tick)
+            await retrying.pause(stop, self.options.tick)
 
     # -- figures -------------------------------------------------------------------------------
 
@@ -328,7 +328,7 @@ class Runner:
     async def sample_loop(self, stop: asyncio.Event, out: IO[str] | None) -> None:
         while not stop.is_set():
             self.sample(out)
-            await nlboutage.sleep(stop, self.options.record_every)
+            await retrying.pause(stop, self.options.record_every)
 
     # -- the manual step -----------------------------------------------------------------------
 

@@ -1,15 +1,13 @@
 """How the NLB waits out its two dependencies, the API server and the DNS etcd.
 
 Who calls it: ``components.nlbctl`` (the Instance watch) and ``nlbrecord`` (the record
-writer), and their loops' pauses (``sleep``). Why apart: both loops keep going through an
+writer). Why apart: both loops keep going through an
 outage with the same back-off and the same two log lines, one when the dependency goes away
 and one when it is back; health checks and publication go on meanwhile.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 
@@ -52,8 +50,3 @@ class Outage:
         self.failures = 0
         self.backoff.reset()
 
-
-async def sleep(stop: asyncio.Event, delay: float) -> None:
-    """Wait ``delay`` s, or less when ``stop`` is set meanwhile."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), delay)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from dnsrace.components import nlboutage
+from dnsrace.components import retrying
 from dnsrace.components.nlbfigures import CHECKS
 from dnsrace.components.nlbtargets import Member, Targets, split_endpoint
 from dnsrace.core import nlb
@@ -102,7 +102,7 @@ class Checker:
             try:
                 while not stop.is_set():
                     self.start_due(session, slots)
-                    await nlboutage.sleep(stop, self.step)
+                    await retrying.pause(stop, self.step)
             finally:
                 for task in list(self._probes):
                     task.cancel()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from dnsrace import settings as settings_mod
-from dnsrace.components import nlboutage
+from dnsrace.components import nlboutage, retrying
 from dnsrace.components.nlbfigures import RECORD_WRITES
 from dnsrace.components.nlbtargets import split_endpoint
 from dnsrace.core import records, stores
@@ -125,12 +125,12 @@ class Writer:
                 raise
             except stores.ChangeRejected as exc:  # the name moved between read and write
                 log.info("record write refused, writing again: %s", exc)
-                await nlboutage.sleep(stop, self.tick)
+                await retrying.pause(stop, self.tick)
                 self._dirty.set()
             except Exception as exc:
                 self.write_failures += 1
                 RECORD_WRITES.labels("failed").inc()
-                await nlboutage.sleep(stop, outage.failed(exc, f"writing {self.name}"))
+                await retrying.pause(stop, outage.failed(exc, f"writing {self.name}"))
                 self._dirty.set()
             else:
                 outage.ok()
