@@ -235,6 +235,7 @@ CUSTOM_OBJECT_CALLS = {
     "create_namespaced_custom_object": ("instances", "create"),
     "list_namespaced_custom_object": ("instances", "list"),
     "patch_namespaced_custom_object_status": ("instances/status", "patch"),
+    "delete_namespaced_custom_object": ("instances", "delete"),
 }
 """kubernetes_asyncio's CustomObjectsApi methods the components call, as (resource, verb); the
 custom objects are Instances (checked below). A watch is ``Watch.stream`` over the list."""
@@ -300,6 +301,7 @@ def test_each_role_grants_exactly_the_calls_the_code_makes(
 def test_the_code_scan_sees_the_calls() -> None:
     """The scan is not vacuous: the launcher creates, the watchers watch, DWFM calls nothing."""
     assert ("dnsrace.io", "instances", "create") in _calls(COMPONENTS / "launchwriter.py")
+    assert ("dnsrace.io", "instances", "delete") in _calls(COMPONENTS / "launchwriter.py")
     assert ("dnsrace.io", "instances", "watch") in _calls(COMPONENTS / "instancewatch.py")
     assert ("dnsrace.io", "instances", "watch") in _calls(COMPONENTS / "nlbctl.py")
     assert ("", "events", "create") in _calls(COMPONENTS / "netmanager.py")

@@ -23,7 +23,7 @@ from kubernetes_asyncio import client as kube
 from typer.testing import CliRunner
 
 from dnsrace.cli.launcher import launcher_cmd
-from dnsrace.components import dwfm, launcher, outages
+from dnsrace.components import dwfm, launcher, launchwriter, outages
 from dnsrace.core import dwfm as core_dwfm
 from dnsrace.core import instances, launching
 
@@ -85,6 +85,7 @@ def test_safeguards_switch_the_gate() -> None:
     (["--slots", "0"], "--slots must be at least 1"),
     (["--retry-after", "0"], "--retry-after must be more than 0"),
     (["--patience", "-5"], "--patience must be more than 0"),
+    (["--lifetime", "-1"], "--lifetime must be more than 0"),
     (["--safeguards", "fencing,nope"], "unknown safeguard nope"),
     (["--endpoints", "dns"], "--endpoints must be one of address, port"),
     (["--endpoints", "port"], "--endpoints port needs --endpoint-host"),
@@ -394,3 +395,28 @@ async def test_run_with_the_api_server_down_waits_and_stops_cleanly(
     assert runner.core is None  # never numbered, never placed
     messages = [r.getMessage() for r in caplog.records]
     assert sum("the API server unreachable" in m for m in messages) == 1, messages
+
+
+async def test_an_instance_past_its_lifetime_is_queued_for_deletion() -> None:
+    api = _dead_api()
+    clock = Clock(3000.0)
+    opts = launcher.Options(out=None, params=launching.LauncherParams(rate=1.0, lifetime=5.0))
+    runner = launcher.Runner(opts, api, clock=clock)
+    runner.planner.offset = 40  # numbered on from an earlier run's Instances
+    fleet = tuple(core_dwfm.droplet_names(6))
+    runner.poller.first = runner.poller.latest = launcher.Leases(3000.0, fleet, frozenset(fleet))
+    await runner.tick()
+    clock.t += 2.0
+    runner.poller.latest = launcher.Leases(clock.t, fleet, frozenset(fleet))
+    await runner.tick()
+    assert runner.writer is not None
+    assert [type(w).__name__ for w in runner.writer.queue] == ["Write", "Write"]
+    clock.t += 5.5
+    runner.poller.latest = launcher.Leases(clock.t, fleet, frozenset(fleet))
+    await runner.tick()
+    ended = [w.name for w in runner.writer.queue if isinstance(w, launchwriter.Terminate)]
+    assert ended == ["i-000041", "i-000042"], "the first two launched, 5 s on, by their names"
+    assert runner.core is not None
+    assert runner.core.terminated == 2
+    assert len(runner.core.instances) == runner.core.launched - 2
+    await api.close()

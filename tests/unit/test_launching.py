@@ -127,3 +127,57 @@ def test_insufficient_capacity_while_leases_are_expired_then_a_burst() -> None:
     assert all(a.outcome == launching.LAUNCHED for a in attempts if a.t > back + 15.0)
     assert launcher.figures(t).pending == 0
     assert launcher.launched == 540
+
+
+class Outage:
+    """No lease valid from ``start`` until ``end``."""
+
+    def __init__(self, droplets: Sequence[str], start: float, end: float) -> None:
+        self.droplets, self.start, self.end = list(droplets), start, end
+
+    def valid(self, now: float) -> Sequence[str]:
+        return [] if self.start <= now < self.end else self.droplets
+
+
+def test_lifetime_is_checked() -> None:
+    with pytest.raises(ValueError, match="lifetime must be more than 0"):
+        launching.LauncherParams(lifetime=0)
+
+
+def test_with_a_lifetime_the_fleet_settles_whatever_the_run_length() -> None:
+    params = launching.LauncherParams(rate=1.0, slots=50, lifetime=30.0)
+    sizes = {}
+    for length in (100.0, 400.0):
+        launcher = launching.Launcher(params, PLACEMENT, random.Random(1), start=0.0)
+        for t in range(1, int(length) + 1):
+            launcher.advance(float(t), Leased(FLEET))
+            launcher.expire(float(t))
+        sizes[length] = len(launcher.instances)
+        assert launcher.terminated == launcher.launched - len(launcher.instances)
+        assert sum(launcher.used.values()) == len(launcher.instances), "slots freed"
+    assert sizes[100.0] == sizes[400.0] == 30
+    never = launching.Launcher(launching.LauncherParams(rate=1.0, slots=100), PLACEMENT,
+                               random.Random(1), start=0.0)
+    never.advance(400.0, Leased(FLEET))
+    assert never.expire(400.0) == []
+    assert len(never.instances) == 400, "without a lifetime the fleet only grows"
+
+
+def test_a_lease_outage_longer_than_the_lifetime_leaves_only_the_burst() -> None:
+    """Launches refused while the leases are gone, old instances ending meanwhile: once leases
+    return, the retried requests come in together and make up the whole fleet."""
+    params = launching.LauncherParams(rate=1.0, slots=50, lifetime=30.0, retry_after=10.0)
+    launcher = launching.Launcher(params, PLACEMENT, random.Random(1), start=0.0)
+    leases = Outage(FLEET, 60.0, 120.0)
+    launched_at: list[float] = []
+    for t in range(1, 151):
+        attempts = launcher.advance(float(t), leases)
+        launched_at += [a.t for a in attempts if a.outcome == launching.LAUNCHED]
+        launcher.expire(float(t))
+        if t == 119:
+            assert launcher.instances == {}, "every old instance ended during the outage"
+            assert len(launcher.pending) >= 55
+    assert all(not 60.0 <= t < 120.0 for t in launched_at)
+    burst = [t for t in launched_at if 120.0 <= t < 131.0]
+    assert len(burst) >= 55, "the requests refused during the outage, placed together"
+    assert all(i.launched >= 120.0 for i in launcher.instances.values())

@@ -19,6 +19,9 @@ from dnsrace.core import instances
 from dnsrace.core import launching as core_launching
 
 _L = core_launching.LauncherParams()
+LIFETIME = 60.0
+"""The command's instance lifetime: a minute of arrivals (60 instances at the default rate)
+makes the fleet the NLB balances, whatever happened before the outage."""
 
 
 def launcher_cmd(
@@ -31,6 +34,10 @@ def launcher_cmd(
     patience: Annotated[float | None, typer.Option(
         help="seconds after which a request never placed is given up (default: never)")]
     = None,
+    lifetime: Annotated[float, typer.Option(
+        help="seconds an instance runs before its owner terminates it (its Instance deleted): "
+             "fleets turn over, so the fleet settles at about rate x lifetime however long "
+             "the run; 0: never")] = LIFETIME,
     dwfm_url: Annotated[str, typer.Option(
         help="DWFM's HTTP address; its GET /leases is the lease view")]
     = "http://127.0.0.1:18207",
@@ -66,7 +73,7 @@ def launcher_cmd(
         throttle = launcher.throttle_on(safeguards if safeguards is not None
                                         else cfg.lab.safeguards)
         params = launcher.params(rate=rate, slots=slots, retry_after=retry_after,
-                                 patience=patience)
+                                 patience=patience, lifetime=lifetime or None)
         if port is not None and not 0 <= port < 65536:
             raise ValueError(f"--port must be a TCP port (0 for none), got {port}")
         http_port = port if port is not None else cfg.lab.http_port

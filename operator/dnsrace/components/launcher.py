@@ -90,6 +90,9 @@ PENDING = prometheus_client.Gauge(
 OLDEST_PENDING = prometheus_client.Gauge(
     "dnsrace_launcher_oldest_pending_seconds",
     "How long the oldest request not placed yet has waited (0 when none).")
+TERMINATED = prometheus_client.Counter(
+    "dnsrace_launcher_terminated_total",
+    "Instances their owners terminated at the end of their lifetime (--lifetime).")
 INSTANCES = prometheus_client.Gauge(
     "dnsrace_launcher_instances", "Instances launched (by this launcher, and running).")
 LEASES_VALID = prometheus_client.Gauge(
@@ -98,7 +101,7 @@ LEASES_VALID = prometheus_client.Gauge(
     "answer).")
 
 FLAGS = {"rate": "--rate", "slots": "--slots", "retry_after": "--retry-after",
-         "patience": "--patience"}
+         "patience": "--patience", "lifetime": "--lifetime"}
 """The core's parameter names as the command spells them, for error messages."""
 
 
@@ -232,10 +235,11 @@ class Runner:
                  self.options.params.retry_after, instances.name_of(self.planner.offset + 1))
         return core
 
-    def _advance(self, view: launchleases.LeaseView) -> list[launching.Attempt]:
+    def _advance(self, view: launchleases.LeaseView,
+                 ) -> tuple[list[launching.Attempt], list[launching.Instance]]:
         assert self.core is not None
         now = max(self.clock(), self.core.now)
-        return self.core.advance(now, view, self.gate)
+        return self.core.advance(now, view, self.gate), self.core.expire(now)
 
     def take(self, attempts: Sequence[launching.Attempt]) -> list[launchwriter.Write]:
         """Count the attempts and queue their writes."""
@@ -257,8 +261,12 @@ class Runner:
             if self.poller.first is None:
                 return []
             self.start_core(self.poller.first)
-        attempts = await self.on_core(self._advance, self.view())
+        attempts, ended = await self.on_core(self._advance, self.view())
         self.take(attempts)
+        TERMINATED.inc(len(ended))
+        if self.writer is not None:
+            for instance in ended:
+                self.writer.put(self.planner.terminate(instance))
         return attempts
 
     def _figures(self) -> launching.Figures | None:

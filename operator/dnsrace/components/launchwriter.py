@@ -68,6 +68,14 @@ class Write:
     patched: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class Terminate:
+    """An instance its owner terminates (``LauncherParams.lifetime``): its Instance is deleted,
+    so the Network Manager, the instance hosts and the NLB see it go."""
+
+    name: str
+
+
 class Planner:
     """Turns attempts into writes (pure glue: no I/O): names from the request numbers after
     ``offset``, the status patch over the conditions this launcher last wrote, the Event."""
@@ -94,6 +102,12 @@ class Planner:
                      patch, instances.event_for(attempt, retry))
 
 
+    def terminate(self, instance: launching.Instance) -> Terminate:
+        name = instances.name_of(instance.request + 1 + self.offset)
+        self.conditions.pop(name, None)
+        return Terminate(name)
+
+
 def outcome_of(attempt: launching.Attempt) -> str:
     """The attempt's outcome in ``launcher.jsonl``: Launched, GaveUp, or the failure's reason."""
     if attempt.outcome == launching.FAILED:
@@ -118,21 +132,31 @@ class Writer:
     def __init__(self, api: client.ApiClient, namespace: str) -> None:
         self.api = api
         self.namespace = namespace
-        self.queue: collections.deque[Write] = collections.deque()
+        self.queue: collections.deque[Write | Terminate] = collections.deque()
         self.wake = asyncio.Event()
         self.uids: dict[str, str] = {}
         self.state = retrying.Reachability("the API server", log)
         self.backoff = outages.Backoff()
         self.written = 0
         self.dropped = 0
+        self.deleted = 0
 
-    def put(self, write: Write) -> None:
+    def put(self, write: Write | Terminate) -> None:
         self.queue.append(write)
         self.wake.set()
 
-    async def _one(self, w: Write) -> None:
+    async def _one(self, w: Write | Terminate) -> None:
         co = client.CustomObjectsApi(self.api)
         g, v, p = instances.GROUP, instances.VERSION, instances.PLURAL
+        if isinstance(w, Terminate):
+            try:
+                await co.delete_namespaced_custom_object(g, v, self.namespace, p, w.name)
+                self.deleted += 1
+            except client.ApiException as exc:
+                if kube_client.status_of(exc) != 404:  # 404: gone already (a user, a retry)
+                    raise
+            self.uids.pop(w.name, None)
+            return
         if w.create is not None and not w.created:
             try:
                 made = await co.create_namespaced_custom_object(g, v, self.namespace, p,
@@ -168,8 +192,9 @@ class Writer:
             self.dropped += 1
             reason = (f"{exc.status} {exc.reason}" if isinstance(exc, client.ApiException)
                       else repr(exc))
-            log.warning("%s (attempt %d): not written, dropped: %s", w.name, w.attempt.attempt,
-                        reason)
+            what = ("termination" if isinstance(w, Terminate)
+                    else f"attempt {w.attempt.attempt}")
+            log.warning("%s (%s): not written, dropped: %s", w.name, what, reason)
             return None
         self.queue.popleft()
         self.written += 1

@@ -68,6 +68,11 @@ class LauncherParams:
     """Seconds after which a failed request is tried again (jittered by +-50 %)."""
     patience: float | None = None
     """Seconds after which a request never placed is given up (None: tried until placed)."""
+    lifetime: float | None = None
+    """Seconds an instance runs before its owner terminates it (None: until the end). With
+    arrivals at ``rate`` the fleet settles at about ``rate * lifetime`` instances whatever the
+    run's length, as customers' fleets turn over; launches refused for longer than
+    ``lifetime`` leave none of the old instances running."""
 
     def __post_init__(self) -> None:
         if not self.rate > 0:
@@ -78,6 +83,8 @@ class LauncherParams:
             raise ValueError(f"retry_after must be more than 0, got {self.retry_after}")
         if self.patience is not None and not self.patience > 0:
             raise ValueError(f"patience must be more than 0 or None, got {self.patience}")
+        if self.lifetime is not None and not self.lifetime > 0:
+            raise ValueError(f"lifetime must be more than 0 or None, got {self.lifetime}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +127,8 @@ class Figures:
     """Failed attempts by reason, since start."""
     given_up: int
     instances: int
+    terminated: int = 0
+    """Instances their owners terminated (``lifetime``), since start."""
 
 
 @dataclasses.dataclass
@@ -151,6 +160,7 @@ class Launcher:
         self.failures: collections.Counter[str] = collections.Counter()
         self.launched = 0
         self.given_up = 0
+        self.terminated = 0
         self._arrivals = 0
         self._retries: list[tuple[float, int]] = []
 
@@ -196,7 +206,7 @@ class Launcher:
         elif gate is not None and not gate.admit(t):
             reason = REQUEST_LIMIT_EXCEEDED
         else:
-            name = f"i-{len(self.instances):06d}"
+            name = f"i-{self.launched:06d}"  # never reused, whatever ended
             self.used[droplet] += 1
             self.instances[name] = Instance(name, droplet, request.az, t, request.number)
             self.launched += 1
@@ -214,6 +224,22 @@ class Launcher:
         return Attempt(t, request.number, request.attempts, request.az, FAILED, reason,
                        waited=waited)
 
+    def expire(self, now: float) -> list[Instance]:
+        """Terminate every instance whose ``lifetime`` is over at ``now``, oldest first."""
+        lifetime = self.params.lifetime
+        if lifetime is None:
+            return []
+        # self.instances is in launch order: the due ones are at its head.
+        due = []
+        for inst in self.instances.values():
+            if inst.launched + lifetime > now:
+                break
+            due.append(inst)
+        for inst in due:
+            self.terminate(inst.name)
+        self.terminated += len(due)
+        return due
+
     def terminate(self, instance: str) -> Instance | None:
         """The instance ends; its slot is free again."""
         gone = self.instances.pop(instance, None)
@@ -225,4 +251,5 @@ class Launcher:
         oldest = min((r.arrived for r in self.pending.values()), default=now)
         return Figures(t=now, pending=len(self.pending), oldest_pending=now - oldest,
                        launched=self.launched, failures=dict(self.failures),
-                       given_up=self.given_up, instances=len(self.instances))
+                       given_up=self.given_up, instances=len(self.instances),
+                       terminated=self.terminated)

@@ -58,8 +58,10 @@ class OutageParams(racefaults.RaceFaultParams):
     to expire (a missed renewal plus the 12 s lease) with the whole fleet queued."""
     warmup: float = 10.0
     """Seconds of launches before the race's faults, once the leases are held. The NLB's old
-    targets are what the launcher placed until the leases expired: with a 0.5 failover share
-    an AZ fails over only when the burst's unready instances outnumber them."""
+    targets are the instances still running when the leases expired (the launcher's
+    ``--lifetime`` keeps them to about a minute of launches, however long the race took to
+    hit); with a 0.5 failover share an AZ fails over only when the burst's unready instances
+    outnumber them."""
     dwfm_restart_after: float = 60.0
     """Seconds after DynamoDB answers again (the clients' first success) at which the manual
     step ``dnsrace dwfm restart --throttle`` is taken (safeguards off; AWS: 4:14 AM)."""
