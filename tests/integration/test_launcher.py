@@ -10,7 +10,8 @@ Instance per request, in order, writes its status and Events, and its figures. N
 before DWFM answers; while every lease has run out, attempts fail ``InsufficientCapacity``
 (Warning Events, the Instance Pending with that reason); once leases are back they launch on
 a droplet of their AZ, on the endpoint ``core.instances`` gives. A second run numbers on after
-the first's Instances. Ports 18485-18489 are this test's. Not run by the helpers: the lead runs
+the first's Instances, and deletes its own at the end of their lifetime (``--lifetime``).
+Ports 18485-18489 are this test's. Not run by the helpers: the lead runs
 it on the local plane.
 """
 
@@ -225,7 +226,8 @@ async def test_the_launcher_turns_dwfm_leases_into_instances(
                      http_host="127.0.0.1"), core_dwfm.MemoryLeaseStore(), stop_dwfm))
     stop_launcher = asyncio.Event()
     launcher_task = asyncio.create_task(launcher.run(
-        launcher.Options(params=launching.LauncherParams(rate=2.0), namespace=namespace,
+        launcher.Options(params=launching.LauncherParams(rate=2.0, lifetime=2.0),
+                         namespace=namespace,
                          dwfm_url=f"http://127.0.0.1:{DWFM_PORT}", out=None, tick=0.05),
         cluster.kubeconfig, stop_launcher))
     try:
@@ -233,6 +235,20 @@ async def test_the_launcher_turns_dwfm_leases_into_instances(
             return instances.name_of(before + 1) in await _names(api, namespace)
 
         await _wait(f"{instances.name_of(before + 1)} created", next_one, 15.0)
+        # Its own instances end 2 s after their launch: their Instances are deleted.
+        first = instances.name_of(before + 1)
+        seen: dict[str, Any] = {}
+
+        async def launched_then_gone() -> bool:
+            found_now = await _all(api, namespace)
+            if first in found_now:
+                seen.update(found_now[first].get("status") or {})
+                return False
+            return seen.get("phase") == "Launched"
+
+        await _wait(f"{first} launched, then deleted at the end of its lifetime",
+                    launched_then_gone, 15.0)
+        assert time.time() >= seen["launchedAt"] + 2.0
     finally:
         stop_launcher.set()
         await asyncio.wait_for(launcher_task, 30)
