@@ -1,5 +1,7 @@
-"""Helpers shared by the packaging tests (tests/unit/test_chart.py, tests/integration/
-test_packaging.py): the packaging tools, built once per session from the cache, and rendering.
+"""Helpers shared by the packaging tests (tests/unit/test_chart.py, test_ddb_chart.py,
+test_cascade_chart.py, test_chart_scrape.py, tests/integration/test_packaging.py,
+test_ddb_chart.py): the packaging tools, built once per session from the cache, rendering and
+linting the chart, and reading its objects.
 
 Why a module and not conftest fixtures: tests/conftest.py belongs to the cluster fixtures; these
 helpers need no cluster, and ``functools.cache`` already makes the tool build once per session.
@@ -35,6 +37,20 @@ def helm_template(*args: str, namespace: str = packaging.NAMESPACE,
                                   namespace=namespace)
 
 
+def helm_lint(*args: str) -> subprocess.CompletedProcess[str]:
+    """``helm lint --strict`` of the chart with the given ``--set``/``-f`` arguments."""
+    return subprocess.run([str(packaging_tools()["helm"]), "lint", "--strict", str(LAYOUT.chart),
+                           *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def refusal(*args: str) -> str:
+    """What helm says when the chart must refuse the given arguments; fails the test if it
+    renders them."""
+    out = helm_template(*args)
+    assert out.returncode != 0, f"{list(args)} was accepted"
+    return out.stderr
+
+
 def render(*args: str, namespace: str = packaging.NAMESPACE) -> list[dict[str, Any]]:
     """The chart's objects for the given ``--set``/``-f`` arguments; fails the test on error."""
     out = helm_template(*args, namespace=namespace)
@@ -46,9 +62,16 @@ def by_kind(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
 
 
+def workloads(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every Deployment and StatefulSet, by name."""
+    return {o["metadata"]["name"]: o for o in objs if o["kind"] in ("Deployment", "StatefulSet")}
+
+
 def pod_specs(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Pod templates of every workload, by workload name."""
-    return {
-        o["metadata"]["name"]: o["spec"]["template"]["spec"]
-        for o in objs if o["kind"] in ("Deployment", "StatefulSet")
-    }
+    return {name: o["spec"]["template"]["spec"] for name, o in workloads(objs).items()}
+
+
+def container_env(spec: dict[str, Any]) -> dict[str, str | None]:
+    """The first container's env, name -> value (None where it comes from a ``valueFrom``)."""
+    return {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.packaging_support import render
+from tests.packaging_support import render, workloads
 
 DDB = ("--set", "ddb.enabled=true", "--set", "cascade.enabled=true")
 """Every optional part on: the data path and the cascade (which needs it)."""
@@ -21,14 +21,10 @@ EXPECTED_PORTS = {
 (8080, see test_chart.py); CoreDNS's prometheus plugin is on 9153, etcd's metrics on 2381."""
 
 
-def _workloads(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o for o in objs if o["kind"] in ("Deployment", "StatefulSet")}
-
-
 def test_every_metrics_pod_is_annotated_with_its_real_port() -> None:
-    workloads = _workloads(render(*DDB))
+    rendered = workloads(render(*DDB))
     annotated = {}
-    for name, w in workloads.items():
+    for name, w in rendered.items():
         ann = w["spec"]["template"]["metadata"].get("annotations", {})
         if ann.get("prometheus.io/scrape") == "true":
             annotated[name] = ann
@@ -38,14 +34,14 @@ def test_every_metrics_pod_is_annotated_with_its_real_port() -> None:
         port = int(ann["prometheus.io/port"])
         assert port == EXPECTED_PORTS[name], name
         assert isinstance(ann["prometheus.io/port"], str), "annotation values are strings"
-        (container,) = workloads[name]["spec"]["template"]["spec"]["containers"]
+        (container,) = rendered[name]["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         exposed = {p["containerPort"] for p in container.get("ports", [])}
         assert env.get("DNSRACE_HTTP_PORT") == str(port) or port in exposed, name
 
 
 def test_coredns_keeps_its_corefile_checksum_annotation() -> None:
-    ann = _workloads(render())["dnsrace-coredns"]["spec"]["template"]["metadata"]["annotations"]
+    ann = workloads(render())["dnsrace-coredns"]["spec"]["template"]["metadata"]["annotations"]
     assert "checksum/corefile" in ann
     assert ann["prometheus.io/port"] == "9153"
 
@@ -55,7 +51,7 @@ def test_network_policies_admit_the_metrics_ports() -> None:
     objs = render(*DDB)
     policies = [o for o in objs if o["kind"] == "NetworkPolicy"]
     labels = {name: w["spec"]["template"]["metadata"]["labels"]
-              for name, w in _workloads(objs).items()}
+              for name, w in workloads(objs).items()}
 
     def selects(policy: dict[str, Any], pod: dict[str, str]) -> bool:
         sel = policy["spec"]["podSelector"]

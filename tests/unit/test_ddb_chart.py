@@ -5,25 +5,19 @@ server-side dry run of the same render is in tests/integration/test_ddb_chart.py
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from dnsrace.components import lbnode
 from dnsrace.localplane import dynamodb
-from tests.packaging_support import by_kind, helm_template, pod_specs, render
+from tests.packaging_support import by_kind, container_env, pod_specs, refusal, render
 
 ENABLED = ("--set", "ddb.enabled=true")
-
-
-def _env(spec: dict[str, Any]) -> dict[str, str | None]:
-    return {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
 
 
 def test_default_render_has_no_data_path() -> None:
     objs = render()
     assert "ddb-client" not in pod_specs(objs)
-    assert "DNSRACE_DDB_BACKEND" not in _env(pod_specs(objs)["lbnode"])
+    assert "DNSRACE_DDB_BACKEND" not in container_env(pod_specs(objs)["lbnode"])
 
 
 def test_enabled_render_has_backend_client_and_accounts() -> None:
@@ -44,10 +38,11 @@ def test_enabled_render_has_backend_client_and_accounts() -> None:
     assert client["serviceAccountName"] == "ddb-client"
     assert client["automountServiceAccountToken"] is False
     assert client["containers"][0]["args"][0] == "ddb-client"
-    assert _env(client)["DNSRACE_DDB_WORKERS"] == "3"
-    assert "DNSRACE_DNS_ETCD" not in _env(client), "clients only resolve, never write records"
+    assert container_env(client)["DNSRACE_DDB_WORKERS"] == "3"
+    assert "DNSRACE_DNS_ETCD" not in container_env(client), \
+        "clients only resolve, never write records"
 
-    lb_env = _env(specs["lbnode"])
+    lb_env = container_env(specs["lbnode"])
     assert lb_env["DNSRACE_DDB_BACKEND"] == "dynamodb-local.dnsrace.svc.cluster.local:8000"
     assert lb_env["DNSRACE_LB_CAPACITY"] == "7"
     assert specs["lbnode"]["containers"][0]["args"] == \
@@ -90,6 +85,5 @@ def test_client_subcommand_exists() -> None:
     (["--set", "ddb.client.workers=0"], "workers"),
 ])
 def test_schema_rejects_bad_limits(args: list[str], complaint: str) -> None:
-    out = helm_template(*ENABLED, *args)
-    assert out.returncode != 0, f"{args} was accepted"
-    assert complaint in out.stderr, out.stderr
+    err = refusal(*ENABLED, *args)
+    assert complaint in err, err
