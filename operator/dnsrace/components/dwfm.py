@@ -421,12 +421,7 @@ async def run(options: Options, store: dwfm.LeaseStore, stop: asyncio.Event, *,
                      "on" if options.throttle else "off")
             if started is not None:
                 started(runner)
-            if options.out is not None:
-                options.out.parent.mkdir(parents=True, exist_ok=True)
-                with options.out.open("a") as fh:
-                    await runner.loop(stop, fh)
-            else:
-                await runner.loop(stop, None)
+            await pacing.into(options.out, lambda fh: runner.loop(stop, fh))
             return runner
     finally:
         runner.close()

@@ -370,12 +370,7 @@ async def run(options: Options, kubeconfig: Path | None, stop: asyncio.Event, *,
                  asyncio.create_task(runner.writer.run(stop))]
         if started is not None:
             started(runner)
-        if options.out is not None:
-            options.out.parent.mkdir(parents=True, exist_ok=True)
-            with options.out.open("a") as fh:
-                await runner.loop(stop, fh)
-        else:
-            await runner.loop(stop, None)
+        await pacing.into(options.out, lambda fh: runner.loop(stop, fh))
         # The writer finishes the write in hand and stops (``stop`` is set); what is left
         # gets ``drain`` s, in order, so the last attempts are on their Instances.
         await asyncio.gather(*tasks, return_exceptions=True)

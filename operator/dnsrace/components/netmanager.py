@@ -469,12 +469,7 @@ async def run(options: Options, api: client.ApiClient, namespace: str, stop: asy
     side = [asyncio.create_task(instancewatch.follow(api, namespace, runner, stop)),
             asyncio.create_task(runner.writer(stop))]
     try:
-        if options.out is not None:
-            options.out.parent.mkdir(parents=True, exist_ok=True)
-            with options.out.open("a") as fh:
-                await runner.loop(stop, fh)
-        else:
-            await runner.loop(stop, None)
+        await pacing.into(options.out, lambda fh: runner.loop(stop, fh))
         return runner
     finally:
         for task in side:

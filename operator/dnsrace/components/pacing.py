@@ -3,7 +3,8 @@
 
 Who calls it: ``components.dwfm``, ``launcher`` and ``netmanager`` (their ``Runner.loop``). Why
 one loop: each advance is timed from its start, so a slow advance shortens the wait instead of
-adding to it, and the figures keep their period however long an advance took.
+adding to it, and the figures keep their period however long an advance took. ``into`` opens
+the figures file around that loop, as each of them did.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import IO
 
 
 async def tick_loop(stop: asyncio.Event, *, tick: float, record_every: float,
@@ -35,3 +38,14 @@ async def tick_loop(stop: asyncio.Event, *, tick: float, record_every: float,
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
     await sample()  # the last figures, on the way out
+
+
+async def into(out: Path | None, loop: Callable[[IO[str] | None], Awaitable[None]]) -> None:
+    """``loop`` with its figures file ``out`` open for appending (its folder made first), or
+    with None when there is none; the file is closed however ``loop`` ends."""
+    if out is None:
+        await loop(None)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as fh:
+        await loop(fh)
