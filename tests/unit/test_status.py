@@ -320,6 +320,74 @@ def test_cascade_figures_from_dwfm_metrics_and_skipped_when_absent() -> None:
     assert c.goodput_ratio is None
 
 
+LAUNCHER_TEXT = """\
+# TYPE dnsrace_launcher_attempts_total counter
+dnsrace_launcher_attempts_total{outcome="Launched",reason=""} 40.0
+dnsrace_launcher_attempts_total{outcome="Failed",reason="InsufficientCapacity"} 7.0
+dnsrace_launcher_attempts_total{outcome="Failed",reason="RequestLimitExceeded"} 3.0
+dnsrace_launcher_attempts_total{outcome="GaveUp",reason="InsufficientCapacity"} 2.0
+dnsrace_launcher_attempts_total{outcome="GaveUp",reason="RequestLimitExceeded"} 1.0
+dnsrace_launcher_pending 12.0
+dnsrace_launcher_oldest_pending_seconds 4.5
+dnsrace_launcher_instances 38.0
+"""
+NETWORK_TEXT = """\
+dnsrace_network_backlog 120.0
+dnsrace_network_oldest_age_seconds 33.0
+dnsrace_network_propagated_total 500.0
+dnsrace_network_throttle 1.0
+"""
+NLB_TEXT = """\
+dnsrace_nlb_targets{az="use1-az2",state="healthy"} 9.0
+dnsrace_nlb_targets{az="use1-az2",state="unhealthy"} 1.0
+dnsrace_nlb_targets{az="use1-az1",state="healthy"} 4.0
+dnsrace_nlb_targets{az="use1-az1",state="unhealthy"} 6.0
+dnsrace_nlb_failed_over{az="use1-az1"} 1.0
+dnsrace_nlb_failed_over{az="use1-az2"} 0.0
+dnsrace_nlb_failovers_total 1.0
+dnsrace_nlb_capacity_removed_total 4.0
+"""
+
+
+def test_cascade_launcher_network_manager_and_nlb_from_their_metrics() -> None:
+    c = status.build(race_inputs(metrics={
+        "launcher": status.Scrape(text=LAUNCHER_TEXT),
+        "network-manager": status.Scrape(text=NETWORK_TEXT),
+        "nlb": status.Scrape(text=NLB_TEXT)})).cascade
+    assert c.dwfm == "not scraped"
+    lau = c.launcher
+    assert lau.metrics == "ok"
+    assert (lau.launched, lau.insufficient_capacity, lau.request_limit_exceeded,
+            lau.gave_up) == (40.0, 7.0, 3.0, 3.0)
+    assert (lau.pending, lau.oldest_pending_seconds, lau.instances) == (12.0, 4.5, 38.0)
+    net = c.network_manager
+    assert (net.metrics, net.backlog, net.oldest_age_seconds, net.propagated, net.throttle) == (
+        "ok", 120.0, 33.0, 500.0, True)
+    nlb = c.nlb
+    assert nlb.metrics == "ok"
+    assert nlb.healthy == {"use1-az1": 4.0, "use1-az2": 9.0}
+    assert list(nlb.healthy) == ["use1-az1", "use1-az2"]  # in AZ order, whatever the text's
+    assert nlb.unhealthy == {"use1-az1": 6.0, "use1-az2": 1.0}
+    assert nlb.failed_over == ["use1-az1"]  # the 0 of use1-az2 is not a failover
+    assert (nlb.capacity_removed, nlb.failovers) == (4.0, 1.0)
+
+
+def test_cascade_components_not_running_show_as_not_scraped_or_why() -> None:
+    c = status.build(race_inputs()).cascade
+    assert (c.launcher.metrics, c.network_manager.metrics, c.nlb.metrics) == (
+        "not scraped", "not scraped", "not scraped")
+    assert (c.launcher.launched, c.launcher.pending, c.network_manager.backlog,
+            c.network_manager.throttle, c.nlb.capacity_removed) == (None,) * 5
+    assert (c.nlb.healthy, c.nlb.unhealthy, c.nlb.failed_over) == ({}, {}, [])
+    down = status.build(race_inputs(metrics={
+        "launcher": status.Scrape(error="refused"),
+        "network-manager": status.Scrape(error="timeout"),
+        "nlb": status.Scrape(error="HTTP 500")})).cascade
+    assert (down.launcher.metrics, down.network_manager.metrics, down.nlb.metrics) == (
+        "refused", "timeout", "HTTP 500")
+    assert down.launcher.launched is None
+
+
 def test_safeguards_and_the_writer_lease() -> None:
     inputs = race_inputs(safeguards=["fencing", "single-writer"],
                          safeguards_source="DNSRACE_SAFEGUARDS",
@@ -355,7 +423,12 @@ ENDPOINT_KEYS = {"name", "in_newest_plan", "store_serial", "store_enactor", "sto
 FAULT_KEYS = {"name", "target", "action", "step", "delay_seconds", "jitter_seconds",
               "endpoints", "injected", "phase", "last_injected_at", "active", "effect"}
 CASCADE_KEYS = {"dwfm", "droplets", "leases_valid", "queue_depth", "in_service",
-                "queue_oldest_age_seconds", "goodput_ratio", "throttle"}
+                "queue_oldest_age_seconds", "goodput_ratio", "throttle", "launcher",
+                "network_manager", "nlb"}
+LAUNCHER_KEYS = {"metrics", "launched", "insufficient_capacity", "request_limit_exceeded",
+                 "gave_up", "pending", "oldest_pending_seconds", "instances"}
+NETWORK_KEYS = {"metrics", "backlog", "oldest_age_seconds", "propagated", "throttle"}
+NLB_KEYS = {"metrics", "healthy", "unhealthy", "failed_over", "capacity_removed", "failovers"}
 
 
 def test_json_keys_are_the_documented_ones() -> None:
@@ -370,6 +443,9 @@ def test_json_keys_are_the_documented_ones() -> None:
     assert set(body["sources"]) == {"api", "dns-etcd", "dns"}
     assert set(body["safeguards"]) == {"configured", "source", "writer_lease_holder"}
     assert set(body["cascade"]) == CASCADE_KEYS
+    assert set(body["cascade"]["launcher"]) == LAUNCHER_KEYS
+    assert set(body["cascade"]["network_manager"]) == NETWORK_KEYS
+    assert set(body["cascade"]["nlb"]) == NLB_KEYS
     for e in body["enactors"]:
         assert set(e) == ENACTOR_KEYS
         assert e["state"] in status.ENACTOR_STATES
@@ -388,7 +464,7 @@ def test_docs_name_every_json_key() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "report.md").read_text()
     section = doc[doc.index("## Live status"):]
     for key in (JSON_KEYS | PLANS_KEYS | ENACTOR_KEYS | ENDPOINT_KEYS | FAULT_KEYS
-                | CASCADE_KEYS | REPORT_KEYS):
+                | CASCADE_KEYS | REPORT_KEYS | LAUNCHER_KEYS | NETWORK_KEYS | NLB_KEYS):
         assert f"`{key}`" in section or f"`{key}[]`" in section, key
 
 
@@ -537,3 +613,48 @@ def test_cli_once_prints_the_snapshot(monkeypatch: pytest.MonkeyPatch, output: s
     else:
         assert "newest plan 54" in result.stdout
         assert "ActivePlanMissing" in result.stdout
+
+
+def test_render_shows_each_scraped_cascade_component_and_leaves_out_the_others() -> None:
+    out = Console(width=250, record=True)
+    out.print(status_cli.render(status.build(race_inputs(metrics={
+        "launcher": status.Scrape(text=LAUNCHER_TEXT),
+        "network-manager": status.Scrape(error="refused"),
+        "nlb": status.Scrape(text=NLB_TEXT)}))))
+    shown = out.export_text()
+    for words in ("cascade: launcher launches ok 40 · InsufficientCapacity 7 · "
+                  "RequestLimitExceeded 3 · gave up 3 · pending 12 (oldest 4.50 s)",
+                  "cascade: Network Manager /metrics refused",
+                  "cascade: NLB healthy use1-az1 4, use1-az2 9 · unhealthy use1-az1 6, "
+                  "use1-az2 1 · failed over use1-az1 · capacity removed 4"):
+        assert words in shown, words
+    assert "DWFM" not in shown  # not scraped: no URL given
+    out = Console(width=250, record=True)
+    out.print(status_cli.render(status.build(race_inputs(metrics={
+        "network-manager": status.Scrape(text=NETWORK_TEXT)}))))
+    shown = out.export_text()
+    assert "cascade: Network Manager backlog 120 (oldest 33 s) · propagated 500 · throttle on" \
+        in shown
+    assert "launcher" not in shown
+    assert "NLB" not in shown
+
+
+def test_cli_passes_the_cascade_urls_to_the_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dnsrace.components import status as reads
+
+    seen: list[dict[str, str]] = []
+
+    async def snapshot(self: reads.Reader) -> status.Snapshot:
+        seen.append(self.options.cascade_urls())
+        return status.build(race_inputs())
+
+    monkeypatch.setattr(reads.Reader, "snapshot", snapshot)
+    result = CliRunner().invoke(app, [
+        "status", "--once", "-o", "json", "--metrics-base", "0",
+        "--launcher-url", "http://h:18208/", "--network-manager-url", "http://h:18209",
+        "--nlb-url", "http://h:18211"])
+    assert result.exit_code == 0, result.output
+    assert seen == [{"launcher": "http://h:18208/", "network-manager": "http://h:18209",
+                     "nlb": "http://h:18211"}]
+    assert reads.Options(dwfm_url="http://d:1").cascade_urls() == {"dwfm": "http://d:1"}
+

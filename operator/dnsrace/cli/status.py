@@ -22,6 +22,7 @@ from rich.text import Text
 from dnsrace import settings as settings_mod
 from dnsrace.cli import console
 from dnsrace.components import status as status_mod
+from dnsrace.core import scrape as scrape_mod
 from dnsrace.core import status as core_status
 from dnsrace.core.safeguards import Safeguards
 
@@ -130,18 +131,50 @@ def render(snap: core_status.Snapshot) -> RenderableType:
         parts.append(Text(f"API server: {snap.sources.get('api')}; retrying", style="bold red"))
     parts += [_enactors(snap), _endpoints(snap)]
     parts.append(_faults(snap) if snap.faults else Text("no Faults", style="dim"))
-    c = snap.cascade
-    if c.dwfm != "not scraped":
-        if c.dwfm == "ok":
-            throttle = "-" if c.throttle is None else ("on" if c.throttle else "off")
-            parts.append(Text(
-                f"cascade: DWFM leases valid {_num(c.leases_valid)} of {_num(c.droplets)} "
-                f"droplets · queue {_num(c.queue_depth)} (oldest "
-                f"{_num(c.queue_oldest_age_seconds)} s, in service {_num(c.in_service)}) · "
-                f"goodput {_num(c.goodput_ratio)} · throttle {throttle}"))
-        else:
-            parts.append(Text(f"cascade: DWFM /metrics {c.dwfm}", style="dim"))
+    parts += _cascade(snap.cascade)
     return Group(*parts)
+
+
+def _on_off(flag: bool | None) -> str:
+    return "-" if flag is None else ("on" if flag else "off")
+
+
+def _per_az(counts: dict[str, float]) -> str:
+    return ", ".join(f"{az} {_num(n)}" for az, n in counts.items()) or "-"
+
+
+def _cascade(c: core_status.CascadeStatus) -> list[RenderableType]:
+    """One line per cascade component that was scraped (left out when not: no URL given)."""
+    lines: list[RenderableType] = []
+    lau, net, nlb = c.launcher, c.network_manager, c.nlb
+    for label, state, figures in (
+        ("DWFM", c.dwfm, (
+            f"leases valid {_num(c.leases_valid)} of {_num(c.droplets)} droplets · queue "
+            f"{_num(c.queue_depth)} (oldest {_num(c.queue_oldest_age_seconds)} s, in service "
+            f"{_num(c.in_service)}) · goodput {_num(c.goodput_ratio)} · throttle "
+            f"{_on_off(c.throttle)}")),
+        ("launcher", lau.metrics, (
+            f"launches ok {_num(lau.launched)} · InsufficientCapacity "
+            f"{_num(lau.insufficient_capacity)} · RequestLimitExceeded "
+            f"{_num(lau.request_limit_exceeded)} · gave up {_num(lau.gave_up)} · pending "
+            f"{_num(lau.pending)} (oldest {_num(lau.oldest_pending_seconds)} s) · instances "
+            f"{_num(lau.instances)}")),
+        ("Network Manager", net.metrics, (
+            f"backlog {_num(net.backlog)} (oldest {_num(net.oldest_age_seconds)} s) · "
+            f"propagated {_num(net.propagated)} · throttle {_on_off(net.throttle)}")),
+        ("NLB", nlb.metrics, (
+            f"healthy {_per_az(nlb.healthy)} · unhealthy {_per_az(nlb.unhealthy)} · failed "
+            f"over {', '.join(nlb.failed_over) or 'none'} · capacity removed "
+            f"{_num(nlb.capacity_removed)}")),
+    ):
+        if state == "not scraped":
+            continue
+        if state == "ok":
+            lines.append(Text(f"cascade: {label} {figures}",
+                              style="bold red" if label == "NLB" and nlb.failed_over else ""))
+        else:
+            lines.append(Text(f"cascade: {label} /metrics {state}", style="dim"))
+    return lines
 
 
 async def _once(cfg: settings_mod.Settings, options: status_mod.Options) -> (
@@ -181,7 +214,18 @@ def status_cmd(
     metrics_host: Annotated[str, typer.Option(help="Host of the components' /metrics")] =
     "127.0.0.1",
     dwfm_url: Annotated[str | None, typer.Option(help="DWFM's base URL (http://host:port) "
-                                                 "for the cascade's figures")] = None,
+                                                 "for the cascade's figures; the lab's is "
+                                                 "http://127.0.0.1:"
+                                                 f"{scrape_mod.CASCADE_PORTS['dwfm']}")] = None,
+    launcher_url: Annotated[str | None, typer.Option(
+        help="The launcher's base URL, as --dwfm-url; the lab's is http://127.0.0.1:"
+        f"{scrape_mod.CASCADE_PORTS['launcher']}")] = None,
+    network_manager_url: Annotated[str | None, typer.Option(
+        help="The Network Manager's base URL, as --dwfm-url; the lab's is http://127.0.0.1:"
+        f"{scrape_mod.CASCADE_PORTS['network-manager']}")] = None,
+    nlb_url: Annotated[str | None, typer.Option(
+        help="The NLB's base URL, as --dwfm-url; the lab's is http://127.0.0.1:"
+        f"{scrape_mod.CASCADE_PORTS['nlb']}")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds each read gets")] = 2.0,
     safeguards: Annotated[str | None, typer.Option(
         "--safeguards", help="What the lab runs with, for the view (default: "
@@ -189,7 +233,9 @@ def status_cmd(
 ) -> None:
     """Show the lab live: the newest plan, each enactor's state (applying, cleaning up,
     blocked and why, paused or delayed by a Fault), each endpoint's active serial in the DNS
-    etcd and what CoreDNS answers now, the Faults, the safeguards, DWFM's figures."""
+    etcd and what CoreDNS answers now, the Faults, the safeguards, the cascade's figures (DWFM,
+    the launcher, the Network Manager, the NLB) when their URLs are given."""
+
     if output not in ("table", "json"):
         console.fail(f"unknown output {output!r}: available: table, json", code=2)
     if interval <= 0 or timeout <= 0:
@@ -201,7 +247,9 @@ def status_cmd(
             console.fail(str(exc), code=2)
     cfg = settings_mod.Settings.from_env()
     options = status_mod.Options(metrics_host=metrics_host, metrics_base=metrics_base or None,
-                                 dwfm_url=dwfm_url, timeout=timeout, safeguards=safeguards)
+                                 dwfm_url=dwfm_url, launcher_url=launcher_url,
+                                 network_manager_url=network_manager_url, nlb_url=nlb_url,
+                                 timeout=timeout, safeguards=safeguards)
     if not once:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C (and SIGTERM) end it cleanly
             asyncio.run(_live(cfg, options, interval, output))

@@ -11,7 +11,8 @@ scope and each endpoint's address records from the DNS etcd (``dnsstore.etcd``);
 query per endpoint to CoreDNS (``prober.query``, dnspython), the endpoints being the newest
 plan's and those with a marker; and the components' ``/metrics`` at the ports
 ``scenarios.lab.Lab.start_components`` gives them in local mode (planner ``base``, enactor ``i``
-``base + 1 + i``, prober ``base + 5``), plus DWFM's when its URL is given.
+``base + 1 + i``, prober ``base + 5``), plus the cascade's (DWFM, the launcher, the Network
+Manager, the NLB), each when its URL is given.
 """
 
 from __future__ import annotations
@@ -52,7 +53,19 @@ class Options:
     """Port of the planner's ``/metrics``; enactor ``i`` at base+1+i, the prober at base+5.
     None: scrape nothing (on kind, the ports are inside pods)."""
     dwfm_url: str | None = None
-    """DWFM's base URL (``http://host:port``); None: the cascade's figures are left out."""
+    """DWFM's base URL (``http://host:port``); None: its figures are left out."""
+    launcher_url: str | None = None
+    """The launcher's base URL, as DWFM's; None: not scraped."""
+    network_manager_url: str | None = None
+    """The Network Manager's base URL, as DWFM's; None: not scraped."""
+    nlb_url: str | None = None
+    """The NLB's base URL, as DWFM's; None: not scraped."""
+
+    def cascade_urls(self) -> dict[str, str]:
+        """component (``Inputs.metrics``'s key) -> its base URL, for those given."""
+        given = {"dwfm": self.dwfm_url, "launcher": self.launcher_url,
+                 "network-manager": self.network_manager_url, "nlb": self.nlb_url}
+        return {name: url for name, url in given.items() if url}
     timeout: float = 2.0
     """Seconds each read gets."""
     safeguards: str | None = None
@@ -200,8 +213,8 @@ class Reader:
         if self.options.metrics_base:
             for name, port in metrics_ports(self.cfg, self.options.metrics_base).items():
                 urls[name] = f"http://{self.options.metrics_host}:{port}/metrics"
-        if self.options.dwfm_url:
-            urls["dwfm"] = self.options.dwfm_url.rstrip("/") + "/metrics"
+        for name, base in self.options.cascade_urls().items():
+            urls[name] = base.rstrip("/") + "/metrics"
         got = await asyncio.gather(*(scrape(self.session, url, self.options.timeout)
                                      for url in urls.values()))
         return dict(zip(urls, got, strict=True))

@@ -22,7 +22,9 @@ What it derives, and from what:
   active plan still exists, and CoreDNS's answer (rcode, addresses, TXT serial), with flags for
   what disagrees;
 - each Fault's effect and whether it is still acting;
-- the cascade's DWFM figures when its ``/metrics`` was read.
+- the cascade's figures, each component's when its ``/metrics`` was read: DWFM's leases and
+  queue, the launcher's launches by outcome and pending requests, the Network Manager's backlog,
+  the NLB's targets per AZ by health, the AZs failed over and the capacity that removed.
 
 ``to_json()``'s keys are a stable interface (``SCHEMA``, documented in docs/report.md).
 
@@ -44,7 +46,10 @@ from dnsrace.core.status_model import (
     EndpointStatus,
     FaultStatus,
     Inputs,
+    LauncherStatus,
     Lease,
+    NetworkStatus,
+    NlbStatus,
     PlansStatus,
     Progress,
     Report,
@@ -54,8 +59,9 @@ from dnsrace.core.status_model import (
 
 __all__ = [
     "ENACTOR_STATES", "SCHEMA", "TIMEOUT", "CascadeStatus", "DnsAnswer", "EnactorStatus",
-    "EndpointStatus", "FaultStatus", "Inputs", "Lease", "PlansStatus", "Progress", "Report",
-    "SafeguardsStatus", "Scrape", "Snapshot", "build", "parse_metrics",
+    "EndpointStatus", "FaultStatus", "Inputs", "LauncherStatus", "Lease", "NetworkStatus",
+    "NlbStatus", "PlansStatus", "Progress", "Report", "SafeguardsStatus", "Scrape", "Snapshot",
+    "build", "parse_metrics",
 ]
 
 
@@ -104,5 +110,5 @@ def build(inputs: Inputs) -> Snapshot:
         safeguards=SafeguardsStatus(configured=list(inputs.safeguards),
                                     source=inputs.safeguards_source,
                                     writer_lease_holder=holder),
-        cascade=sections.cascade(inputs.metrics.get("dwfm")),
+        cascade=sections.cascade(inputs.metrics),
     )

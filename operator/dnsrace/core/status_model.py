@@ -77,7 +77,8 @@ class Inputs:
     answers: Mapping[str, DnsAnswer] | None = None
     """endpoint -> CoreDNS's answer right now."""
     metrics: Mapping[str, Scrape] = dataclasses.field(default_factory=dict)
-    """component (``planner``, ``enactor-a``, ``prober``, ``dwfm``) -> its ``/metrics``."""
+    """component (``planner``, ``enactor-a``, ``prober``, ``dwfm``, ``launcher``,
+    ``network-manager``, ``nlb``) -> its ``/metrics``."""
     heartbeats: Mapping[str, Lease | None] | None = None
     """enactor -> its heartbeat Lease (None: it never had one)."""
     writer_lease: Lease | None = None
@@ -221,8 +222,60 @@ class SafeguardsStatus:
 
 
 @dataclasses.dataclass(frozen=True)
+class LauncherStatus:
+    """The launcher's figures from its ``/metrics`` (``dnsrace_launcher_*``); every figure None
+    when it was not read."""
+
+    metrics: str
+    """``ok``, ``refused``, ``timeout``, ``not scraped`` or an error."""
+    launched: float | None
+    """Attempts that launched an instance (outcome ``Launched``)."""
+    insufficient_capacity: float | None
+    """Attempts that failed with ``InsufficientCapacity`` (no droplet with a valid lease)."""
+    request_limit_exceeded: float | None
+    """Attempts that failed with ``RequestLimitExceeded`` (refused by propagation-throttle)."""
+    gave_up: float | None
+    """Requests given up on (outcome ``GaveUp``), whatever the reason."""
+    pending: float | None
+    """Requests not placed yet, waiting to be tried again."""
+    oldest_pending_seconds: float | None
+    instances: float | None
+    """Instances it launched that are running."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkStatus:
+    """The Network Manager's figures from its ``/metrics`` (``dnsrace_network_*``)."""
+
+    metrics: str
+    backlog: float | None
+    """Network states waiting to propagate."""
+    oldest_age_seconds: float | None
+    propagated: float | None
+    throttle: bool | None
+    """propagation-throttle is on."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NlbStatus:
+    """The NLB's figures from its ``/metrics`` (``dnsrace_nlb_*``); per AZ, in AZ order."""
+
+    metrics: str
+    healthy: dict[str, float]
+    """AZ -> its registered targets the health checks pass."""
+    unhealthy: dict[str, float]
+    failed_over: list[str]
+    """AZs failed over: none of their targets published, healthy ones included."""
+    capacity_removed: float | None
+    """Healthy capacity AZ failover removed from DNS (a counter)."""
+    failovers: float | None
+
+
+@dataclasses.dataclass(frozen=True)
 class CascadeStatus:
-    """DWFM's figures from its ``/metrics``; every field None when it was not read."""
+    """The cascade's components' figures from their ``/metrics``: DWFM's fields flat (the keys
+    it had first), the launcher's, the Network Manager's and the NLB's each in its own part;
+    every figure None when its component was not read."""
 
     dwfm: str
     """``ok``, ``refused``, ``timeout``, ``not scraped`` or an error."""
@@ -233,6 +286,9 @@ class CascadeStatus:
     queue_oldest_age_seconds: float | None
     goodput_ratio: float | None
     throttle: bool | None
+    launcher: LauncherStatus
+    network_manager: NetworkStatus
+    nlb: NlbStatus
 
 
 @dataclasses.dataclass(frozen=True)

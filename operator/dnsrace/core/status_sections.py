@@ -17,6 +17,9 @@ from dnsrace.core.status_model import (
     EndpointStatus,
     FaultStatus,
     Inputs,
+    LauncherStatus,
+    NetworkStatus,
+    NlbStatus,
     PlansStatus,
     Progress,
     Report,
@@ -267,8 +270,68 @@ def endpoint_status(name: str, inputs: Inputs, newest_names: set[str],
     )
 
 
-def cascade(scrape: Scrape | None) -> CascadeStatus:
-    samples = parse_metrics(scrape.text) if scrape is not None and scrape.text else []
+def _samples(scrape: Scrape | None) -> list[tuple[str, dict[str, str], float]]:
+    return parse_metrics(scrape.text) if scrape is not None and scrape.text else []
+
+
+def _flag(value: float | None) -> bool | None:
+    return bool(value) if value is not None else None
+
+
+def launcher(scrape: Scrape | None) -> LauncherStatus:
+    """Launches by outcome (``launching``'s names: Launched, Failed by reason, GaveUp)."""
+    samples = _samples(scrape)
+    attempts = "dnsrace_launcher_attempts_total"
+    return LauncherStatus(
+        metrics=scrape_state(scrape),
+        launched=metric(samples, attempts, outcome="Launched"),
+        insufficient_capacity=metric(samples, attempts, outcome="Failed",
+                                     reason="InsufficientCapacity"),
+        request_limit_exceeded=metric(samples, attempts, outcome="Failed",
+                                      reason="RequestLimitExceeded"),
+        gave_up=metric(samples, attempts, outcome="GaveUp"),
+        pending=metric(samples, "dnsrace_launcher_pending"),
+        oldest_pending_seconds=metric(samples, "dnsrace_launcher_oldest_pending_seconds"),
+        instances=metric(samples, "dnsrace_launcher_instances"),
+    )
+
+
+def network(scrape: Scrape | None) -> NetworkStatus:
+    samples = _samples(scrape)
+    return NetworkStatus(
+        metrics=scrape_state(scrape), backlog=metric(samples, "dnsrace_network_backlog"),
+        oldest_age_seconds=metric(samples, "dnsrace_network_oldest_age_seconds"),
+        propagated=metric(samples, "dnsrace_network_propagated_total"),
+        throttle=_flag(metric(samples, "dnsrace_network_throttle")),
+    )
+
+
+def nlb(scrape: Scrape | None) -> NlbStatus:
+    samples = _samples(scrape)
+    healthy: dict[str, float] = {}
+    unhealthy: dict[str, float] = {}
+    failed_over = []
+    for name, labels, value in samples:
+        az = labels.get("az", "")
+        if name == "dnsrace_nlb_targets" and labels.get("state") == "healthy":
+            healthy[az] = healthy.get(az, 0.0) + value
+        elif name == "dnsrace_nlb_targets" and labels.get("state") == "unhealthy":
+            unhealthy[az] = unhealthy.get(az, 0.0) + value
+        elif name == "dnsrace_nlb_failed_over" and value:
+            failed_over.append(az)
+    return NlbStatus(
+        metrics=scrape_state(scrape), healthy=dict(sorted(healthy.items())),
+        unhealthy=dict(sorted(unhealthy.items())), failed_over=sorted(failed_over),
+        capacity_removed=metric(samples, "dnsrace_nlb_capacity_removed_total"),
+        failovers=metric(samples, "dnsrace_nlb_failovers_total"),
+    )
+
+
+def cascade(metrics: Mapping[str, Scrape]) -> CascadeStatus:
+    """The cascade's figures from ``Inputs.metrics`` (``dwfm``, ``launcher``,
+    ``network-manager``, ``nlb``)."""
+    scrape = metrics.get("dwfm")
+    samples = _samples(scrape)
 
     def get(name: str) -> float | None:
         return metric(samples, name)
@@ -280,5 +343,6 @@ def cascade(scrape: Scrape | None) -> CascadeStatus:
         in_service=get("dnsrace_dwfm_in_service"),
         queue_oldest_age_seconds=get("dnsrace_dwfm_queue_oldest_age_seconds"),
         goodput_ratio=get("dnsrace_dwfm_goodput_ratio"),
-        throttle=bool(throttle) if throttle is not None else None,
+        throttle=_flag(throttle), launcher=launcher(metrics.get("launcher")),
+        network_manager=network(metrics.get("network-manager")), nlb=nlb(metrics.get("nlb")),
     )
