@@ -658,3 +658,14 @@ def test_cli_passes_the_cascade_urls_to_the_reader(monkeypatch: pytest.MonkeyPat
                      "nlb": "http://h:18211"}]
     assert reads.Options(dwfm_url="http://d:1").cascade_urls() == {"dwfm": "http://d:1"}
 
+
+def test_importing_the_cli_module_leaves_the_kubernetes_client_out() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, dnsrace.cli.status; "
+            "print(sorted(m for m in ('kubernetes_asyncio', 'dnsrace.components.status') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"

@@ -11,7 +11,7 @@ import contextlib
 import datetime
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Group, RenderableType
@@ -21,10 +21,14 @@ from rich.text import Text
 
 from dnsrace import settings as settings_mod
 from dnsrace.cli import console
-from dnsrace.components import status as status_mod
 from dnsrace.core import scrape as scrape_mod
 from dnsrace.core import status as core_status
 from dnsrace.core.safeguards import Safeguards
+
+if TYPE_CHECKING:
+    # Imported where used: it pulls the Kubernetes client, which ``import dnsrace.cli.status``
+    # (every command's start) should not pay for.
+    from dnsrace.components import status as status_mod
 
 STATE_STYLES = {
     "down": "bold red", "paused": "bold magenta", "unresponsive": "bold red",
@@ -179,12 +183,16 @@ def _cascade(c: core_status.CascadeStatus) -> list[RenderableType]:
 
 async def _once(cfg: settings_mod.Settings, options: status_mod.Options) -> (
         core_status.Snapshot):
+    from dnsrace.components import status as status_mod
+
     async with status_mod.Reader(cfg, options) as reader:
         return await reader.snapshot()
 
 
 async def _live(cfg: settings_mod.Settings, options: status_mod.Options, interval: float,
                 output: str) -> None:
+    from dnsrace.components import status as status_mod
+
     async with status_mod.Reader(cfg, options) as reader:
         if output == "json":  # one JSON object per line, every interval
             while True:
@@ -210,7 +218,7 @@ def status_cmd(
     metrics_base: Annotated[int, typer.Option(help="Port of the planner's /metrics; enactor "
                                               "i at base+1+i, the prober at base+5, as the "
                                               "scenarios assign them; 0: scrape nothing")] =
-    status_mod.DEFAULT_METRICS_BASE,
+    scrape_mod.BASE_PORT,
     metrics_host: Annotated[str, typer.Option(help="Host of the components' /metrics")] =
     "127.0.0.1",
     dwfm_url: Annotated[str | None, typer.Option(help="DWFM's base URL (http://host:port) "
@@ -235,6 +243,7 @@ def status_cmd(
     blocked and why, paused or delayed by a Fault), each endpoint's active serial in the DNS
     etcd and what CoreDNS answers now, the Faults, the safeguards, the cascade's figures (DWFM,
     the launcher, the Network Manager, the NLB) when their URLs are given."""
+    from dnsrace.components import status as status_mod
 
     if output not in ("table", "json"):
         console.fail(f"unknown output {output!r}: available: table, json", code=2)
