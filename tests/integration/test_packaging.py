@@ -167,6 +167,7 @@ NOTHING = [
 # (tests/unit/test_cascade_chart.py reads them from the code).
 CASCADE_ALLOWED = {
     "launcher": [("create", "instances.dnsrace.io", ""), ("list", "instances.dnsrace.io", ""),
+                 ("delete", "instances.dnsrace.io", ""),  # at the end of their --lifetime
                  ("patch", "instances.dnsrace.io", "status"), ("create", "events", "")],
     "network-manager": [("list", "instances.dnsrace.io", ""),
                         ("watch", "instances.dnsrace.io", ""),
